@@ -1,0 +1,400 @@
+"""Training and evaluation: ``fit`` serves both models, ``evaluate_run`` writes metrics.
+
+A run folder holds (all written atomically: temp file, then rename)::
+
+    config.json     the whole RunConfig (model, reg, train, data)
+    split.npz       the train/val/test indices used
+    history.csv     one row per finished epoch
+    last.pt         checkpoint {"model", "optimizer", "config", "epoch", "best_val",
+                    "best_epoch", "rng", "history"}, rewritten after every epoch
+    best.pt         the weights of the epoch with the lowest validation loss (a copy)
+    per_image.npz   per-image metrics, written by ``evaluate_run``
+    metrics.json    split x condition means; written last, it marks a finished run
+
+The whole dataset split is moved to the device once as uint8 and converted per batch;
+losses are accumulated on the device and read once per epoch (no per-step host sync).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics as M
+from . import noise
+from .data import DataConfig, split_indices, to_float
+from .losses import compute_loss
+from .models import ModelConfig, build_model
+from .regularization import RegConfig, penalty
+from .utils import UserError, atomic_path, read_json, save_npz, set_seed, write_json, write_text
+
+EVAL_BATCH = 500  # fixed, so that evaluation noise (drawn per batch) is identical for every run
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200           # full protocol of the original study
+    batch_size: int = 128       # images per optimizer step
+    lr: float = 1e-3            # Adam learning rate
+    noise_train: float = 0.0    # sigma of Gaussian noise on training inputs (0 = clean; targets stay clean)
+    beta: float = 1.0           # VAE: weight of the KL term
+    vae_recon: str = "bce"      # VAE: reconstruction term, "bce" or "mse" (summed per image)
+    seed: int = 0               # seeds init, shuffling, noise and VAE sampling
+    device: str = "auto"        # auto = cuda, else mps, else cpu
+    progress: bool = True       # tqdm bars
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UserError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UserError(f"learning rate must be > 0, got {self.lr}")
+        if self.noise_train < 0:
+            raise UserError(f"noise sigma must be >= 0, got {self.noise_train}")
+        if self.beta < 0:
+            raise UserError(f"beta must be >= 0, got {self.beta}")
+        if self.vae_recon not in ("bce", "mse"):
+            raise UserError(f"vae_recon must be 'bce' or 'mse', got {self.vae_recon!r}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Inverse of ``to_dict``; unknown sections or keys are errors."""
+        parts = {f.name: f.type for f in fields(cls)}
+        unknown = set(d) - set(parts)
+        if unknown:
+            raise UserError(f"unknown config section(s): {sorted(unknown)}")
+        types = {"model": ModelConfig, "reg": RegConfig, "train": TrainConfig, "data": DataConfig}
+        return cls(**{k: _dataclass_from(types[k], d.get(k, {})) for k in parts})
+
+
+def _dataclass_from(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise UserError(f"unknown {cls.__name__} key(s): {sorted(unknown)}")
+    d = dict(d)
+    if cls is DataConfig and isinstance(d.get("split"), list):
+        d["split"] = tuple(d["split"])  # JSON has no tuples
+    return cls(**d)
+
+
+# Settings that may differ between an interrupted run and its resumption.
+_RESUMABLE = {("train", "epochs"), ("train", "device"), ("train", "progress")}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        try:
+            dev = torch.device(name)
+        except RuntimeError as e:
+            raise UserError(f"unknown device {name!r} ({e})") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("device 'cuda' requested but CUDA is not available; use --device cpu")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or inf; the last good checkpoint is left as it was."""
+
+
+def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor,
+                    cfg: RunConfig, epoch: int) -> dict[str, float]:
+    """One pass over ``data`` ((N, S, S) uint8 on the model's device); mean losses per image."""
+    model.train()
+    device = data.device
+    n, bs = data.shape[0], cfg.train.batch_size
+    # Per-epoch permutation from (seed, epoch): a resumed run shuffles exactly as an uninterrupted one.
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch))
+    perm = perm.to(device)
+    sums: dict[str, torch.Tensor] = {}
+    steps = range(0, n, bs)
+    bar = tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not cfg.train.progress, unit="batch")
+    for start in bar:
+        x = to_float(data[perm[start:start + bs]])  # (B, 1, S, S) clean target
+        inp = noise.gaussian(x, cfg.train.noise_train) if cfg.train.noise_train else x
+        out = model(inp)
+        parts = compute_loss(cfg.model.name, out, x, beta=cfg.train.beta, vae_recon=cfg.train.vae_recon)
+        parts["penalty"] = penalty(model, cfg.reg)
+        total = parts["loss"] + parts["penalty"]
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        parts["loss"] = total
+        for k, v in parts.items():  # accumulated on the device: no host sync per step
+            sums[k] = sums.get(k, 0) + v.detach() * x.shape[0]
+    return {k: float(v) / n for k, v in sums.items()}
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, data: torch.Tensor, cfg: RunConfig) -> dict[str, float]:
+    """Objective on ``data`` (without the weight penalty) in eval mode, VAE at z = mu.
+
+    Inputs get the training noise level, drawn from a fixed generator so every epoch
+    sees the same noisy validation images.
+    """
+    model.eval()
+    gen = torch.Generator(device=data.device).manual_seed(cfg.train.seed + 7)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, data.shape[0], EVAL_BATCH):
+        x = to_float(data[start:start + EVAL_BATCH])
+        inp = noise.gaussian(x, cfg.train.noise_train, gen) if cfg.train.noise_train else x
+        out = model(inp)
+        parts = compute_loss(cfg.model.name, out, x, beta=cfg.train.beta, vae_recon=cfg.train.vae_recon)
+        parts["mse"] = M.mse(out["x_hat"], x).sum() / x.shape[0]
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0) + v * x.shape[0]
+    return {k: float(v) / data.shape[0] for k, v in sums.items()}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """torch.save through a temp file + rename: a crash never leaves a half checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: Path, map_location: Any = "cpu") -> Any:
+    """torch.load that turns a truncated or garbled file into ``ValueError`` naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # zip errors, unpickling errors, EOF: all mean "corrupt"
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    keys = list(rows[0]) if rows else ["epoch"]
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    with open(Path(run_dir) / "history.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {s: {k: v for k, v in sec.items() if (s, k) not in _RESUMABLE} for s, sec in cfg.items()}
+
+
+def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool = False,
+        log=print) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``images`` ((N, S, S) uint8) and keep the best-by-validation weights.
+
+    Args:
+        cfg: the run's configuration; saved to ``run_dir/config.json``.
+        images: the whole dataset; the split comes from ``cfg.data``.
+        run_dir: output folder (created).
+        resume: continue from ``run_dir/last.pt`` if it exists. Without it, an existing
+            checkpoint is an error, so finished work is never silently overwritten.
+
+    Returns:
+        {"history": rows, "best_epoch", "best_val", "best_state" (a deep copy), "model"}.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is an existing file, not a folder")
+    device = pick_device(cfg.train.device)
+    set_seed(cfg.train.seed)
+    model = build_model(cfg.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    split = split_indices(len(images), cfg.data.split, cfg.data.split_seed)
+
+    history: list[dict[str, float]] = []
+    start_epoch, best_val, best_epoch = 1, math.inf, 0
+    best_state = None
+    ckpt_path = run_dir / "last.pt"
+    if ckpt_path.exists():
+        if not resume:
+            raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        try:
+            ckpt = load_torch(ckpt_path)
+        except ValueError as e:
+            warnings.warn(f"{e}; starting this run again from epoch 1", stacklevel=2)
+        else:
+            if _comparable(ckpt["config"]) != _comparable(cfg.to_dict()):
+                raise UserError(f"{run_dir} was trained with a different configuration; use another --out")
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            _set_rng_state(ckpt["rng"])
+            history, best_val, best_epoch = ckpt["history"], ckpt["best_val"], ckpt["best_epoch"]
+            start_epoch = ckpt["epoch"] + 1
+            if (run_dir / "best.pt").exists():
+                best_state = load_torch(run_dir / "best.pt")["model"]
+            log(f"resuming {run_dir} after epoch {ckpt['epoch']}")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", cfg.to_dict())
+    save_npz(run_dir / "split.npz", split)
+    train_u8 = torch.from_numpy(np.ascontiguousarray(images[split["train"]])).to(device)  # (Ntr, S, S) uint8
+    val_u8 = torch.from_numpy(np.ascontiguousarray(images[split["val"]])).to(device)
+
+    epochs = range(start_epoch, cfg.train.epochs + 1)
+    bar = tqdm(epochs, desc=run_dir.name, disable=not cfg.train.progress, unit="epoch",
+               initial=start_epoch - 1, total=cfg.train.epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        tr = train_one_epoch(model, optimizer, train_u8, cfg, epoch)
+        va = validation_loss(model, val_u8, cfg)
+        if not all(math.isfinite(v) for v in (*tr.values(), *va.values())):
+            good = f"; the last good checkpoint is {ckpt_path} (epoch {epoch - 1})" if epoch > 1 else ""
+            raise TrainingDiverged(f"training diverged at epoch {epoch} (train loss {tr['loss']}, "
+                                   f"val loss {va['loss']}): lower the learning rate{good}")
+        row = {"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
+               **{f"val_{k}": v for k, v in va.items()}, "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if va["loss"] < best_val:  # update "best" only on improvement, and keep a real copy
+            best_val, best_epoch = va["loss"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+            save_torch({"model": best_state, "config": cfg.to_dict(), "epoch": epoch, "val_loss": best_val},
+                       run_dir / "best.pt")
+        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
+                    "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "rng": _rng_state(),
+                    "history": history}, ckpt_path)
+        _write_history(run_dir / "history.csv", history)
+        bar.set_postfix(train=f"{tr['loss']:.4g}", val=f"{va['loss']:.4g}", best=best_epoch)
+    return {"history": history, "best_epoch": best_epoch, "best_val": best_val,
+            "best_state": best_state, "model": model}
+
+
+def is_trained(run_dir: str | Path, epochs: int) -> bool:
+    """True if ``run_dir/last.pt`` is readable and has reached ``epochs``."""
+    try:
+        return load_torch(Path(run_dir) / "last.pt")["epoch"] >= epochs
+    except (ValueError, FileNotFoundError, KeyError):
+        return False
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:
+    """Rebuild the model from the stored config and load the best weights (eval mode)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "best.pt").exists():
+        raise UserError(f"{run_dir} holds no trained model (best.pt missing); train it first")
+    ckpt = load_torch(run_dir / "best.pt")
+    cfg = RunConfig.from_dict(ckpt["config"])
+    model = build_model(cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode reconstruction ((B, 1, S, S) -> same); the VAE decodes its posterior mean."""
+    model.eval()
+    return model(x)["x_hat"]
+
+
+Condition = tuple[str, float]  # ("clean", 0) | ("gaussian", sigma) | ("s&p", p)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
+             conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)), seed: int = 0,
+             device: str | torch.device | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per-image metrics of ``model`` on ``images_u8`` ((N, S, S) uint8) under each input condition.
+
+    The noise is drawn from a generator seeded by (seed, condition), so every model
+    sees the same noisy images; the metric always compares with the clean image.
+
+    Returns:
+        {condition name: {"mse", "psnr", "ssim": (N,) float32 arrays}}.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    data = torch.as_tensor(np.asarray(images_u8)).to(device)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for i, (kind, level) in enumerate(conditions):
+        gen = torch.Generator(device=device).manual_seed(seed * 1000 + i + 1)
+        parts: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
+        for start in range(0, data.shape[0], EVAL_BATCH):
+            x = to_float(data[start:start + EVAL_BATCH])
+            x_hat = model(noise.corrupt(x, kind, level, gen))["x_hat"]
+            for k, v in M.all_metrics(x_hat, x).items():
+                parts[k].append(v)
+        out[noise.condition_name(kind, level)] = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+    return out
+
+
+def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean of per-image values (and the count)."""
+    means = {k: float(np.mean(v)) for k, v in per_image.items()}
+    means["n"] = int(len(next(iter(per_image.values()))))
+    return means
+
+
+def evaluate_run(run_dir: str | Path, images: np.ndarray,
+                 conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)),
+                 device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Evaluate a run's best weights on val and test; write per_image.npz, then metrics.json."""
+    run_dir = Path(run_dir)
+    model, cfg = load_run(run_dir, device)
+    split = split_indices(len(images), cfg.data.split, cfg.data.split_seed)
+    result: dict[str, Any] = {"run": run_dir.name, "model": cfg.model.name, "reg": cfg.reg.kind,
+                              "noise_train": cfg.train.noise_train, "seed": cfg.train.seed,
+                              "best_epoch": load_torch(run_dir / "best.pt")["epoch"],
+                              "conditions": [noise.condition_name(k, v) for k, v in conditions]}
+    arrays = {}
+    for name in ("val", "test"):
+        per = evaluate(model, images[split[name]], list(conditions), seed=cfg.train.seed, device=device)
+        result[name] = {cond: summarize(vals) for cond, vals in per.items()}
+        arrays.update({f"{name}/{cond}/{k}": v for cond, vals in per.items() for k, v in vals.items()})
+    save_npz(run_dir / "per_image.npz", arrays)
+    result["per_image"] = "per_image.npz"
+    write_json(run_dir / "metrics.json", result)
+    return result
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """metrics.json of a finished run, or None if missing or unreadable (then it is redone)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        m = read_json(path)
+        if not all(k in m for k in ("val", "test", "conditions")):
+            raise ValueError(f"{path} lacks val/test/conditions")
+        return m
+    except ValueError as e:
+        warnings.warn(f"{e}; this run will be evaluated again", stacklevel=2)
+        return None
