@@ -30,7 +30,10 @@ def vae_loss(out: dict[str, torch.Tensor], target: torch.Tensor, beta: float = 1
              recon: str = "bce") -> dict[str, torch.Tensor]:
     x_hat = out["x_hat"]
     if recon == "bce":
-        per_pixel = F.binary_cross_entropy(x_hat, target, reduction="none")
+        # F.binary_cross_entropy's formula (logs clamped at -100), written out so that a
+        # diverged (NaN) output yields a NaN loss the training loop reports, not an exception.
+        per_pixel = -(target * torch.log(x_hat).clamp_min(-100)
+                      + (1 - target) * torch.log1p(-x_hat).clamp_min(-100))
     elif recon == "mse":
         per_pixel = (x_hat - target) ** 2
     else:

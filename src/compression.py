@@ -1,0 +1,59 @@
+"""Reference codes on the same test images: the mean image and PCA.
+
+The mean image costs 0 bytes per image and is the floor every compressor must beat;
+PCA with k components is the best *linear* k-dimensional code (in MSE), so it tells
+what the AE's and VAE's non-linearity buys.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import to_float
+from .metrics import all_metrics
+
+EXACT_SVD_MAX_ROWS = 8000  # above this, a randomized SVD (torch.svd_lowrank) keeps memory and time bounded
+
+
+class PCA:
+    """PCA fitted on (N, S, S) uint8 images; codes are (N, k) float32 coefficients."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def fit(self, images_u8: np.ndarray, seed: int = 0) -> "PCA":
+        x = to_float(torch.from_numpy(np.ascontiguousarray(images_u8))).flatten(1)  # (N, D)
+        self.shape = images_u8.shape[1:]
+        self.mean = x.mean(0)
+        xc = x - self.mean
+        k = min(self.k, *xc.shape)
+        if xc.shape[0] <= EXACT_SVD_MAX_ROWS:
+            _, _, vh = torch.linalg.svd(xc, full_matrices=False)
+            self.components = vh[:k]  # (k, D)
+        else:
+            torch.manual_seed(seed)
+            _, _, v = torch.svd_lowrank(xc, q=min(k + 20, *xc.shape), niter=6)
+            self.components = v[:, :k].T.contiguous()
+        return self
+
+    def encode(self, images_u8: np.ndarray) -> torch.Tensor:
+        x = to_float(torch.from_numpy(np.ascontiguousarray(images_u8))).flatten(1)
+        return (x - self.mean) @ self.components.T  # (N, k)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        x = codes @ self.components + self.mean  # (N, D)
+        return x.clamp(0, 1).view(-1, 1, *self.shape)
+
+
+def baseline_metrics(train_u8: np.ndarray, test_u8: np.ndarray, pca_k: int = 200) -> dict[str, dict]:
+    """Per-image metrics of the mean-image and PCA-k reconstructions of ``test_u8``.
+
+    Returns:
+        {"mean image": {"mse", "psnr", "ssim": (N,) arrays}, f"PCA-{k}": {...}}.
+    """
+    x = to_float(torch.from_numpy(np.ascontiguousarray(test_u8)))  # (N, 1, S, S)
+    mean = to_float(torch.from_numpy(np.ascontiguousarray(train_u8))).mean(0, keepdim=True)
+    out = {"mean image": all_metrics(mean.expand_as(x), x)}
+    pca = PCA(pca_k).fit(train_u8)
+    out[f"PCA-{pca.components.shape[0]}"] = all_metrics(pca.decode(pca.encode(test_u8)), x)
+    return {name: {k: v.numpy() for k, v in m.items()} for name, m in out.items()}

@@ -1,0 +1,211 @@
+"""Presets and the experiment grid; ``run_grid`` trains and evaluates what is not done yet.
+
+The grid is {AE, VAE} x {none, L1, L2, L1+L2} x {clean-trained, noise-trained (sigma 0.1)}
+x seeds. A run is finished when its ``metrics.json`` is readable; finished runs are never
+redone, interrupted ones resume from their last checkpoint.
+
+Layout of an output folder (``runs/<preset>`` by default)::
+
+    grid.json            resolved preset, dataset, device, date
+    <model>-<reg>-<clean|noise0.1>-s<seed>/   one run folder (see ``train``)
+    baselines.json       mean-image and PCA rows on the same test images
+    summary.json, summary.csv
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import fcntl
+import io
+import os
+import platform
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from . import noise
+from .compression import baseline_metrics
+from .data import DataConfig, FaceSet, load_dataset, split_indices
+from .models import ModelConfig
+from .regularization import KINDS, RegConfig
+from .train import (RunConfig, TrainConfig, evaluate_run, fit, is_trained, pick_device, read_metrics,
+                    summarize)
+from .utils import UserError, read_json, save_npz, write_json, write_text
+
+MODEL_NAMES = ("ae", "vae")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    epochs: int                 # training epochs per run
+    batch_size: int             # images per step
+    image_size: int             # images are resized to this
+    limit: int | None           # images used from the dataset (None = all)
+    sample_size: int            # images generated when the synthetic sample is created
+    seeds: tuple[int, ...]      # one run per seed and grid cell
+    noise_sigma: float = 0.1    # sigma of the noise-trained cells and of the noisy evaluation
+
+
+PRESETS = {
+    "smoke": Preset("smoke", "seconds; for tests and CI: 48 images at 32x32, 2 epochs",
+                    epochs=2, batch_size=16, image_size=32, limit=48, sample_size=2000, seeds=(0,)),
+    "quick": Preset("quick", "the default: 2,000 generated faces at 128x128, 15 epochs; "
+                    "about 12 min on a 2-core CPU",
+                    epochs=15, batch_size=128, image_size=128, limit=None, sample_size=2000, seeds=(0,)),
+    "full": Preset("full", "the original protocol: whole dataset, 200 epochs, batch 128; for a GPU",
+                   epochs=200, batch_size=128, image_size=128, limit=None, sample_size=70000, seeds=(0, 1, 2)),
+}
+
+
+def run_name(model: str, reg: str, noise_train: float, seed: int) -> str:
+    return f"{model}-{reg}-{'clean' if noise_train == 0 else f'noise{noise_train:g}'}-s{seed}"
+
+
+def grid_configs(preset: Preset, data: DataConfig, device: str = "auto", progress: bool = True,
+                 models: tuple[str, ...] = MODEL_NAMES) -> dict[str, RunConfig]:
+    """Every run of the grid, keyed by run name (in training order)."""
+    out = {}
+    for noise_train in (0.0, preset.noise_sigma):
+        for model in models:
+            for reg in KINDS:
+                for seed in preset.seeds:
+                    out[run_name(model, reg, noise_train, seed)] = RunConfig(
+                        model=ModelConfig(name=model, image_size=preset.image_size),
+                        reg=RegConfig(kind=reg),
+                        train=TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size,
+                                          noise_train=noise_train, seed=seed, device=device,
+                                          progress=progress),
+                        data=data)
+    return out
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+@contextmanager
+def grid_lock(out: Path) -> Iterator[None]:
+    """One writer per output folder: a second process exits with a clear message."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise UserError(f"another process is writing {out} ({f.read().strip() or 'pid unknown'}); "
+                            "wait for it to finish or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        yield
+
+
+def check_output_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file, not a folder")
+    probe = out if out.exists() else next(p for p in out.parents if p.exists())
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"--out {out} is not writable")
+
+
+def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, device: str = "auto",
+             models: tuple[str, ...] = MODEL_NAMES, progress: bool = True, log=print) -> dict[str, Any]:
+    """Train and evaluate every unfinished run of the grid, then write the summary.
+
+    Returns the summary dict (also in ``out/summary.json``).
+    """
+    out = Path(out)
+    check_output_dir(out)
+    data_cfg = DataConfig(root=data_root, image_size=preset.image_size, limit=preset.limit,
+                          sample_size=preset.sample_size)
+    with grid_lock(out):
+        faces = load_dataset(data_cfg, progress=progress, log=log)
+        data_cfg = replace(data_cfg, root=faces.root)  # store the resolved folder with every run
+        dev = pick_device(device)
+        info = grid_info(preset, faces, dev)
+        log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in asdict(preset).items()
+                                                   if k not in ("name", "description")))
+        log(f"dataset: {info['dataset']} ({info['n_images']} images: {info['split_sizes']}); device: {info['device']}")
+        old = _read_json_or_none(out / "grid.json")
+        write_json(out / "grid.json", {**info, "started": (old or info)["started"]})
+        configs = grid_configs(preset, data_cfg, device, progress, models)
+        todo = [name for name in configs if read_metrics(out / name) is None]
+        log(f"{len(configs) - len(todo)} of {len(configs)} runs already finished; {len(todo)} to do")
+        for i, name in enumerate(todo, 1):
+            log(f"[{i}/{len(todo)}] {name}")
+            cfg = configs[name]
+            if not is_trained(out / name, cfg.train.epochs):
+                fit(cfg, faces.images, out / name, resume=True, log=log)
+            evaluate_run(out / name, faces.images, _conditions(preset), device=dev)
+        if not (out / "baselines.json").exists() or todo:
+            write_baselines(out, faces, data_cfg)
+        return write_summary(out)
+
+
+def _conditions(preset: Preset) -> list[tuple[str, float]]:
+    return [("clean", 0.0), ("gaussian", preset.noise_sigma)]
+
+
+def grid_info(preset: Preset, faces: FaceSet, device: torch.device) -> dict[str, Any]:
+    sizes = {k: len(v) for k, v in split_indices(len(faces.images)).items()}
+    dataset = {"real": "Flickr-Faces 70k thumbnails (real)", "sample": "synthetic sample (src.synthetic)"}
+    return {"preset": asdict(preset), "dataset": dataset.get(faces.source, f"image folder {faces.root}"),
+            "source": faces.source, "data_root": faces.root, "n_images": len(faces.images),
+            "split_sizes": sizes, "device": device_description(device), "torch": torch.__version__,
+            "started": dt.datetime.now().isoformat(timespec="seconds")}
+
+
+def write_baselines(out: Path, faces: FaceSet, data_cfg: DataConfig, pca_k: int = 200) -> dict[str, Any]:
+    """Mean-image and PCA-k rows on the test split; per-image arrays in baselines.npz."""
+    split = split_indices(len(faces.images), data_cfg.split, data_cfg.split_seed)
+    per = baseline_metrics(faces.images[split["train"]], faces.images[split["test"]], pca_k)
+    save_npz(out / "baselines.npz", {f"test/{name}/{k}": v for name, m in per.items() for k, v in m.items()})
+    result = {"split": "test", "pca_k_requested": pca_k, "per_image": "baselines.npz",
+              "rows": {name: summarize(m) for name, m in per.items()}}
+    write_json(out / "baselines.json", result)
+    return result
+
+
+def _read_json_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (ValueError, FileNotFoundError):
+        return None
+
+
+SUMMARY_KEYS = ("run", "model", "reg", "noise_train", "seed", "best_epoch")
+
+
+def write_summary(out: Path) -> dict[str, Any]:
+    """Collect every finished run's metrics.json into summary.json and summary.csv."""
+    runs = []
+    for d in sorted(p for p in out.iterdir() if p.is_dir()):
+        m = read_metrics(d)
+        if m is not None:
+            runs.append({k: v for k, v in m.items() if k != "per_image"})
+    summary = {"grid": _read_json_or_none(out / "grid.json"), "runs": runs,
+               "baselines": _read_json_or_none(out / "baselines.json")}
+    write_json(out / "summary.json", summary)
+    rows = []
+    for r in runs:
+        row = {k: r[k] for k in SUMMARY_KEYS}
+        for split in ("val", "test"):
+            for cond, vals in r[split].items():
+                row.update({f"{split}_{cond}_{k}": v for k, v in vals.items() if k != "n"})
+        rows.append(row)
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    write_text(out / "summary.csv", buf.getvalue())
+    return summary

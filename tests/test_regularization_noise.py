@@ -1,0 +1,91 @@
+"""Penalties on known weights, and the statistics of the input corruptions."""
+import pytest
+import torch
+from torch import nn
+
+from src import noise
+from src.regularization import RegConfig, penalty
+from src.utils import UserError
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(2, 2)
+        self.decoder = nn.Linear(2, 1)
+        with torch.no_grad():
+            self.encoder.weight.copy_(torch.tensor([[1.0, -2.0], [0.5, 0.0]]))
+            self.encoder.bias.copy_(torch.tensor([3.0, -3.0]))
+            self.decoder.weight.copy_(torch.tensor([[-1.0, 4.0]]))
+            self.decoder.bias.fill_(10.0)
+
+
+# weights: |w| sum = 1+2+0.5+0 + 1+4 = 8.5 ; w^2 sum = 1+4+0.25 + 1+16 = 22.25 ; biases |b| = 16, b^2 = 118
+@pytest.mark.parametrize("kind,lam,expected", [
+    ("none", (1.0, 1.0), 0.0),
+    ("l1", (0.1, 7.0), 0.85),
+    ("l2", (7.0, 0.01), 0.2225),
+    ("l1+l2", (0.1, 0.01), 0.85 + 0.2225),
+])
+def test_penalty_values_on_known_weights(kind, lam, expected):
+    cfg = RegConfig(kind=kind, l1=lam[0], l2=lam[1])
+    assert penalty(Tiny(), cfg).item() == pytest.approx(expected)
+
+
+def test_penalty_bias_and_scope_options():
+    m = Tiny()
+    assert penalty(m, RegConfig(kind="l1", l1=1.0, include_bias=True)).item() == pytest.approx(8.5 + 16)
+    assert penalty(m, RegConfig(kind="l1", l1=1.0, scope="decoder")).item() == pytest.approx(5.0)
+    assert penalty(m, RegConfig(kind="l2", l2=1.0, scope="encoder")).item() == pytest.approx(5.25)
+
+
+def test_penalty_has_gradient_sign_of_weights():
+    m = Tiny()
+    penalty(m, RegConfig(kind="l1", l1=1.0)).backward()
+    assert torch.equal(m.decoder.weight.grad, torch.tensor([[-1.0, 1.0]]))
+    assert m.decoder.bias.grad is None
+
+
+@pytest.mark.parametrize("bad", [{"kind": "l3"}, {"l1": -1.0}, {"scope": "middle"}])
+def test_bad_regularizer_is_user_error(bad):
+    with pytest.raises(UserError):
+        RegConfig(**bad)
+
+
+def test_gaussian_noise_sigma_before_clamping_and_clamped_range():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((20, 1, 64, 64), 0.5)  # far from the bounds: clamping is rare at sigma 0.1
+    y = noise.gaussian(x, 0.1, g)
+    assert (y - x).std().item() == pytest.approx(0.1, rel=0.01)
+    assert abs((y - x).mean().item()) < 2e-3
+    z = noise.gaussian(torch.zeros(4, 1, 32, 32), 0.3, g)
+    assert z.min() >= 0 and z.max() <= 1 and (z == 0).float().mean().item() == pytest.approx(0.5, abs=0.03)
+
+
+def test_noise_is_seeded_and_target_untouched():
+    x = torch.rand(2, 1, 8, 8)
+    x0 = x.clone()
+    a = noise.gaussian(x, 0.1, torch.Generator().manual_seed(5))
+    b = noise.gaussian(x, 0.1, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and torch.equal(x, x0)
+    assert noise.gaussian(x, 0.0) is x
+
+
+def test_salt_and_pepper_fraction_hit():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((10, 1, 64, 64), 0.5)
+    y = noise.salt_and_pepper(x, 0.05, g)
+    hit = (y != 0.5).float().mean().item()
+    assert hit == pytest.approx(0.05, abs=0.003)
+    assert (y == 0).float().mean().item() == pytest.approx(0.025, abs=0.003)
+
+
+def test_negative_sigma_rejected():
+    with pytest.raises(ValueError):
+        noise.gaussian(torch.zeros(1), -0.1)
+
+
+def test_condition_names():
+    assert noise.condition_name("clean", 0) == "clean"
+    assert noise.condition_name("gaussian", 0.1) == "gaussian_0.1"
+    assert noise.condition_name("gaussian", 0) == "clean"

@@ -1,0 +1,159 @@
+"""The training loop: loss goes down, best weights are a real copy, resume == uninterrupted."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from src import synthetic
+from src.data import DataConfig
+from src.models import ModelConfig
+from src.regularization import RegConfig
+from src.train import (RunConfig, TrainConfig, TrainingDiverged, evaluate, evaluate_run, fit, load_run,
+                       load_torch, read_history)
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from PIL import Image
+
+    big = synthetic.generate(60, seed=1)  # (60, 128, 128)
+    return np.stack([np.asarray(Image.fromarray(f).resize((SIZE, SIZE), Image.BICUBIC)) for f in big])
+
+
+def cfg_for(model="ae", epochs=3, **train):
+    return RunConfig(model=ModelConfig(name=model, image_size=SIZE, vae_hidden=64, vae_latent=16),
+                     reg=RegConfig(kind=train.pop("reg", "none")),
+                     train=TrainConfig(epochs=epochs, batch_size=8, progress=False, device="cpu", **train),
+                     data=DataConfig(image_size=SIZE))
+
+
+@pytest.mark.parametrize("model", ["ae", "vae"])
+def test_a_few_epochs_lower_the_loss_and_write_the_run(tmp_path, faces, model):
+    res = fit(cfg_for(model, epochs=4, lr=3e-3), faces, tmp_path / "run", log=lambda *_: None)
+    h = res["history"]
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    for name in ("config.json", "history.csv", "best.pt", "last.pt", "split.npz"):
+        assert (tmp_path / "run" / name).exists()
+    assert [r["epoch"] for r in read_history(tmp_path / "run")] == [1, 2, 3, 4]
+    split = np.load(tmp_path / "run" / "split.npz")
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (42, 6, 12)
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert RunConfig.from_dict(cfg) == cfg_for(model, epochs=4, lr=3e-3)
+
+
+def test_best_weights_are_a_copy_not_the_last_epoch(tmp_path, faces, monkeypatch):
+    # Make validation get worse after epoch 2: best must stay at epoch 2 and differ from the final weights.
+    import src.train as T
+
+    real = T.validation_loss
+    calls = {"n": 0}
+
+    def worse_after_two(model, data, cfg):
+        calls["n"] += 1
+        out = real(model, data, cfg)
+        out["loss"] = float(calls["n"]) if calls["n"] > 2 else -float(calls["n"])
+        return out
+
+    monkeypatch.setattr(T, "validation_loss", worse_after_two)
+    res = fit(cfg_for("ae", epochs=4), faces, tmp_path / "r", log=lambda *_: None)
+    assert res["best_epoch"] == 2
+    best = load_torch(tmp_path / "r" / "best.pt")
+    assert best["epoch"] == 2
+    last = res["model"].state_dict()
+    assert any(not torch.equal(best["model"][k], last[k]) for k in last)
+    assert all(torch.equal(best["model"][k], res["best_state"][k]) for k in last)
+
+
+@pytest.mark.parametrize("model,reg,noise", [("ae", "l1+l2", 0.1), ("vae", "l2", 0.0)])
+def test_resume_equals_uninterrupted(tmp_path, faces, model, reg, noise):
+    full = fit(cfg_for(model, epochs=4, reg=reg, noise_train=noise), faces, tmp_path / "a", log=lambda *_: None)
+    fit(cfg_for(model, epochs=2, reg=reg, noise_train=noise), faces, tmp_path / "b", log=lambda *_: None)
+    resumed = fit(cfg_for(model, epochs=4, reg=reg, noise_train=noise), faces, tmp_path / "b", resume=True,
+                  log=lambda *_: None)
+    a, b = full["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert full["history"][-1]["train_loss"] == resumed["history"][-1]["train_loss"]
+    assert read_history(tmp_path / "a") == [dict(r, seconds=s["seconds"]) for r, s in
+                                            zip(read_history(tmp_path / "b"), read_history(tmp_path / "a"))]
+
+
+def test_existing_run_without_resume_is_refused(tmp_path, faces):
+    from src.utils import UserError
+
+    fit(cfg_for("ae", epochs=1), faces, tmp_path / "r", log=lambda *_: None)
+    with pytest.raises(UserError, match="--resume"):
+        fit(cfg_for("ae", epochs=1), faces, tmp_path / "r", log=lambda *_: None)
+
+
+def test_divergence_stops_naming_the_epoch_and_keeps_last_good_checkpoint(tmp_path, faces):
+    fit(cfg_for("vae", epochs=1), faces, tmp_path / "r", log=lambda *_: None)
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match="epoch 1") as e:
+        fit(cfg_for("vae", epochs=3, lr=1e6), faces, tmp_path / "d", log=lambda *_: None)
+    assert "diverged" in str(e.value)
+    # a run that diverges after a good epoch keeps that epoch's checkpoint intact
+    import src.train as T
+
+    orig = T.train_one_epoch
+
+    def nan_on_second(model, opt, data, cfg, epoch):
+        out = orig(model, opt, data, cfg, epoch)
+        return {**out, "loss": math.nan} if epoch == 2 else out
+
+    T.train_one_epoch = nan_on_second
+    try:
+        with pytest.raises(TrainingDiverged, match="epoch 2.*epoch 1"):
+            fit(cfg_for("vae", epochs=3), faces, tmp_path / "r", resume=True, log=lambda *_: None)
+    finally:
+        T.train_one_epoch = orig
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before
+    assert load_torch(tmp_path / "r" / "last.pt")["epoch"] == 1
+
+
+def test_training_is_deterministic_on_cpu(tmp_path, faces):
+    a = fit(cfg_for("ae", epochs=2, noise_train=0.1), faces, tmp_path / "a", log=lambda *_: None)
+    b = fit(cfg_for("ae", epochs=2, noise_train=0.1), faces, tmp_path / "b", log=lambda *_: None)
+    assert a["history"][-1]["val_loss"] == b["history"][-1]["val_loss"]
+
+
+def test_evaluate_run_writes_val_test_clean_noisy(tmp_path, faces):
+    fit(cfg_for("vae", epochs=1), faces, tmp_path / "r", log=lambda *_: None)
+    m = evaluate_run(tmp_path / "r", faces)
+    for split, n in (("val", 6), ("test", 12)):
+        assert set(m[split]) == {"clean", "gaussian_0.1"}
+        for cond in m[split].values():
+            assert cond["n"] == n and 0 < cond["mse"] < 1 and -1 <= cond["ssim"] <= 1
+            assert cond["psnr"] == pytest.approx(cond["psnr"])  # finite
+    per = np.load(tmp_path / "r" / "per_image.npz")
+    assert per["test/clean/psnr"].mean() == pytest.approx(m["test"]["clean"]["psnr"], rel=1e-6)
+    on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert on_disk["test"]["clean"]["ssim"] == m["test"]["clean"]["ssim"]
+    # noisy inputs give worse reconstructions than clean ones on the same images
+    assert m["test"]["gaussian_0.1"]["mse"] != m["test"]["clean"]["mse"]
+
+
+def test_evaluation_noise_is_identical_for_every_model(faces):
+    class Identity(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return {"x_hat": x}
+
+    a = evaluate(Identity(), faces[:10], [("gaussian", 0.1)], seed=0)
+    b = evaluate(Identity(), faces[:10], [("gaussian", 0.1)], seed=0)
+    assert np.array_equal(a["gaussian_0.1"]["mse"], b["gaussian_0.1"]["mse"])
+    assert a["gaussian_0.1"]["mse"].mean() == pytest.approx(0.01, rel=0.15)  # identity on sigma-0.1 noise
+
+
+def test_load_run_rebuilds_model_from_stored_config(tmp_path, faces):
+    res = fit(cfg_for("ae", epochs=1), faces, tmp_path / "r", log=lambda *_: None)
+    model, cfg = load_run(tmp_path / "r")
+    assert cfg.model.image_size == SIZE and not model.training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in res["best_state"].items())
