@@ -1,0 +1,448 @@
+"""Finding, decoding, caching and splitting face images.
+
+Flow: ``find_images`` scans a folder (recursively, sorted) -> ``decode_image`` turns each
+file into a (S, S) uint8 grayscale array -> ``load_images`` decodes all of them once on all
+cores and caches the stack as one ``.npy`` that later runs memory-map -> ``split_indices``
+gives the seeded train/val/test split -> ``to_float`` turns a uint8 batch into model input.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import multiprocessing
+import os
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in notebooks
+
+from .utils import UserError, atomic_path, read_json, write_json
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pnm", ".webp", ".tif", ".tiff")
+REAL_DIR = Path("data/flickr")  # where the README tells users to put the Kaggle data
+SAMPLE_DIR = Path("data/sample")  # the generated default sample
+CACHE_DIR = Path("data/.cache")  # decoded uint8 caches (never inside the user's image folder)
+MAX_PIXELS = 64_000_000  # decompression-bomb guard: bigger headers are skipped, never decoded
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+SAMPLE_MARKER = "SAMPLE.json"  # written last by src.synthetic.write_sample
+PARALLEL_MIN = 64  # below this many files a process pool costs more than it saves
+HOW_TO_GET_DATA = ('put the Kaggle Flickr-Faces thumbnails there (see README "Real dataset") '
+                   "or generate the sample with: python -m src data sample --out data/sample")
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None  # image folder; None = real dataset if present, else the generated sample
+    image_size: int = 128  # images are resized to image_size x image_size
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test fractions
+    split_seed: int = 0  # seed of the split permutation
+    limit: int | None = None  # use only the first `limit` images (sorted order); None = all
+    sample_size: int = 2000  # images generated when the sample is created
+    strict: bool = False  # bad files are an error instead of a reported skip
+    cache_dir: str | None = None  # None = data/.cache
+
+    def __post_init__(self):
+        self.split = _check_fractions(self.split)  # a JSON round trip gives a list
+        for name, low in (("image_size", 8), ("limit", 1), ("sample_size", 3), ("split_seed", 0)):
+            v = getattr(self, name)
+            if v is None and name == "limit":
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise UserError(f"data.{name} must be an integer >= {low}, got {v!r}")
+
+
+@dataclass
+class Skipped:
+    path: str  # relative posix path (or the folder) of the file that was not used
+    reason: str  # short, human-readable
+
+
+@dataclass
+class FaceSet:
+    images: np.ndarray  # (N, S, S) uint8, usually a read-only np.memmap
+    files: list[str]  # relative posix paths, sorted, same order as images
+    root: str
+    skipped: list[Skipped] = field(default_factory=list)
+    source: str = "folder"  # "real" | "sample" | "folder"
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; the message is a short reason."""
+
+
+def _check_fractions(fractions) -> tuple[float, float, float]:
+    try:
+        fr = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise UserError(f"split must be three numbers (train, val, test), got {fractions!r}") from None
+    if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6:
+        raise UserError(f"split must be three fractions >= 0 summing to 1 (train, val, test), got {fractions!r}")
+    return fr
+
+
+# ----------------------------------------------------------------------------- scanning
+def _walk(root: Path) -> Iterator[tuple[str, Path] | Skipped]:
+    """Yield (relative posix path, path) of image files and Skipped entries, unsorted."""
+    seen: set[str] = set()  # resolved folders already scanned, so symlink loops end
+
+    def visit(folder: Path, rel: str, ancestors: frozenset[str]):
+        real = os.path.realpath(folder)
+        if real in seen:
+            why = "directory symlink loop" if real in ancestors else "directory already scanned via another link"
+            yield Skipped(rel or ".", why)
+            return
+        seen.add(real)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            yield Skipped(rel or ".", f"cannot list folder ({e.strerror or e})")
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):  # hidden files and folders (.git, .DS_Store, our cache)
+                continue
+            child = f"{rel}/{name}" if rel else name
+            is_dir = entry.is_dir()  # follows symlinks; loops are caught by `seen`
+            if not is_dir and not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue  # LICENSE.txt, README.md, ...
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes arrive as surrogate escapes
+                shown = os.fsencode(child).decode("utf-8", "backslashreplace")
+                yield Skipped(shown, "file name is not valid UTF-8")
+                continue
+            if is_dir:
+                yield from visit(Path(entry.path), child, ancestors | {real})
+            elif entry.is_file():
+                yield child, Path(entry.path)
+            elif entry.is_symlink():
+                yield Skipped(child, "broken symlink")
+
+    yield from visit(Path(root), "", frozenset())
+
+
+def find_images(root) -> tuple[list[Path], list[Skipped]]:
+    """Image files under ``root``, recursively, sorted by relative posix path.
+
+    Extensions in ``IMAGE_EXTENSIONS`` match case-insensitively; other files and hidden
+    (dot) names are ignored silently. File symlinks are followed; folder symlink loops,
+    broken links and non-UTF-8 names are returned as ``Skipped``.
+    """
+    found, skipped = [], []
+    for item in _walk(Path(root)):
+        (skipped if isinstance(item, Skipped) else found).append(item)
+    found.sort(key=lambda t: t[0])
+    return [p for _, p in found], skipped
+
+
+# ----------------------------------------------------------------------------- decoding
+def _gray_u8(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> mode 'L', mapping the full range of the source type to 0..255."""
+    mode = im.mode
+    if mode in ("L", "1", "LA", "La"):
+        return im.convert("L")  # '1' becomes 0/255; alpha is dropped
+    if mode in ("P", "PA"):
+        return im.convert("RGBA").convert("L")  # via RGBA so palette transparency is handled
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        if mode == "F" and lo >= 0 and hi <= 1:
+            scale_lo, scale_hi = 0.0, 1.0  # float images in [0, 1]
+        elif lo >= 0 and hi <= 65535:
+            scale_lo, scale_hi = 0.0, 65535.0  # 16-bit data (PNG, 16-bit PGM): scale, never clip
+        else:
+            scale_lo, scale_hi = lo, max(hi, lo + 1e-12)  # genuinely 32-bit data: stretch its range
+        u8 = np.rint((a - scale_lo) * (255.0 / (scale_hi - scale_lo))).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(u8)
+    return im.convert("RGB").convert("L")  # RGB(A), CMYK, YCbCr, LAB, HSV: ITU-R 601 luma
+
+
+def _square(im: Image.Image, size: int) -> Image.Image:
+    """Center-crop to a square (faces keep their proportions), then resize to size x size.
+
+    Bicubic with Pillow's built-in antialiasing when shrinking; an image that already has
+    the right size is returned untouched (exact pixels kept).
+    """
+    w, h = im.size
+    if w != h:
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        im = im.crop((left, top, left + s, top + s))
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BICUBIC)
+    return im
+
+
+def decode_image(path, size: int = 128) -> np.ndarray:
+    """Decode one file to a (size, size) uint8 grayscale array.
+
+    EXIF orientation is applied; 16-bit and float data are scaled (not clipped) to 0..255;
+    non-square images are center-cropped; resizing is bicubic with antialiasing.
+
+    Raises:
+        BadImage: empty, truncated, unreadable, too small (< 8 px), or a header claiming
+            more than ``MAX_PIXELS`` pixels (checked before any pixel is decoded).
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise BadImage(f"header claims {w}x{h} pixels (decompression-bomb guard)")
+                if w < 8 or h < 8:
+                    raise BadImage(f"too small: {w}x{h}")
+                im.load()  # decodes everything now, so truncation raises here
+                im = _square(_gray_u8(ImageOps.exif_transpose(im)), size)
+                return np.asarray(im, dtype=np.uint8).copy()
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage("header claims too many pixels (decompression-bomb guard)") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image (format not recognised)") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file, never a crash
+        msg = str(e).splitlines()[0][:100] if str(e) else ""
+        raise BadImage(f"cannot decode ({type(e).__name__}{': ' + msg if msg else ''})") from None
+
+
+def _decode_job(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
+    """Worker: (path, size) -> (image, None) or (None, reason)."""
+    try:
+        return decode_image(args[0], args[1]), None
+    except BadImage as e:
+        return None, str(e)
+
+
+# ----------------------------------------------------------------------------- cache
+def _cache_key(root: Path, size: int, stats: list[tuple[str, int, int]]) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}\0{root.resolve()}\0{size}\0".encode("utf-8", "surrogateescape"))
+    for rel, nbytes, mtime_ns in stats:
+        h.update(f"{rel}\0{nbytes}\0{mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _crc32(a: np.ndarray, chunk: int = 64 << 20) -> int:
+    flat = a.reshape(-1)  # C-contiguous, so every slice below is one buffer
+    crc = 0
+    for i in range(0, flat.size, chunk):
+        crc = zlib.crc32(flat[i:i + chunk], crc)
+    return crc
+
+
+def _read_cache(npy: Path, meta_path: Path, key: str, size: int) -> tuple[np.ndarray, dict] | None:
+    """The cached set, or None if absent; a damaged cache warns once and returns None."""
+    if not meta_path.exists():
+        return None  # no meta = never finished (the JSON is written last)
+    try:
+        meta = read_json(meta_path)
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            raise ValueError("key does not match")
+        images = np.load(npy, mmap_mode="r", allow_pickle=False)
+        shape = (len(meta["files"]), size, size)
+        if images.dtype != np.uint8 or images.shape != shape or list(shape) != meta["shape"]:
+            raise ValueError(f"array is {images.dtype}{images.shape}, expected uint8{shape}")
+        if _crc32(images) != meta["crc32"]:
+            raise ValueError("checksum mismatch")
+    except Exception as e:  # noqa: BLE001 - whatever is wrong, the remedy is a rebuild
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        warnings.warn(f"cache {npy} is corrupt ({why}); rebuilding", UserWarning, stacklevel=3)
+        return None
+    return images, meta
+
+
+def _write_cache(npy: Path, meta_path: Path, key: str, images: np.ndarray, files, skipped) -> None:
+    with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+        np.save(f, images, allow_pickle=False)  # a file object: np.save would append ".npy" to a name
+    write_json(meta_path, {  # last: its presence marks the cache complete
+        "key": key, "version": CACHE_VERSION, "n": len(files), "shape": list(images.shape),
+        "files": files, "skipped": [[s.path, s.reason] for s in skipped],
+        "crc32": _crc32(images), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+
+
+# ----------------------------------------------------------------------------- loading
+def _decode_all(paths: list[Path], size: int, workers: int | None, progress: bool):
+    """Yield (image | None, reason | None) in the order of ``paths``."""
+    jobs = [(str(p), size) for p in paths]
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    bar = tqdm(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
+    with bar:
+        if workers <= 1 or len(jobs) < PARALLEL_MIN:
+            results = map(_decode_job, jobs)
+            pool = None
+        else:
+            # forkserver: safe even when the parent already runs torch/CUDA threads (fork is not)
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+            pool = concurrent.futures.ProcessPoolExecutor(min(workers, 32), mp_context=ctx)
+            results = pool.map(_decode_job, jobs, chunksize=max(1, min(256, len(jobs) // (workers * 8))))
+        try:
+            for r in results:
+                bar.update()
+                yield r
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+
+def _report(root: Path, skipped: list[Skipped], strict: bool) -> None:
+    """strict: raise on the first bad file; else one warning with the count and the first five."""
+    if not skipped:
+        return
+    if strict:
+        s = skipped[0]
+        raise UserError(f"bad image {root / s.path}: {s.reason} (strict mode; fix or remove the file)")
+    shown = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5])
+    more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    warnings.warn(f"skipped {len(skipped)} bad files in {root}: {shown}{more} "
+                  "(all listed in FaceSet.skipped)", UserWarning, stacklevel=3)
+
+
+def load_images(root, size: int = 128, *, strict: bool = False, cache_dir=None, workers: int | None = None,
+                progress: bool = True, limit: int | None = None) -> FaceSet:
+    """Scan ``root``, decode every image once (all cores), and cache the stack.
+
+    The cache is ``<cache_dir>/<key>.npy`` (+ ``.json`` meta), keyed by the resolved root,
+    ``size``, the decoder version and each file's relative path, byte size and mtime; a
+    later call memory-maps it read-only. Nothing is ever written inside ``root``.
+
+    Returns:
+        FaceSet with images (N, size, size) uint8, in sorted relative-path order.
+
+    Raises:
+        UserError: missing folder, no usable image, or (``strict``) any bad file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"no image folder at {root}; {HOW_TO_GET_DATA}")
+    cache = Path(cache_dir if cache_dir is not None else CACHE_DIR)
+    if cache.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"cache folder {cache} is inside the image folder {root}; pass a cache_dir outside it")
+    paths, skipped = find_images(root)
+    paths = paths[:limit] if limit is not None else paths
+    stats, kept_paths = [], []
+    for p in paths:
+        rel = p.relative_to(root).as_posix()
+        try:
+            st = p.stat()
+        except OSError as e:
+            skipped.append(Skipped(rel, f"cannot stat ({e.strerror or e})"))
+            continue
+        stats.append((rel, st.st_size, st.st_mtime_ns))
+        kept_paths.append(p)
+    if not stats and not skipped:
+        raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {root}; {HOW_TO_GET_DATA}")
+    key = _cache_key(root, size, stats)
+    npy, meta_path = cache / f"{key[:16]}.npy", cache / f"{key[:16]}.json"
+    hit = _read_cache(npy, meta_path, key, size)
+    if hit is not None:
+        images, meta = hit
+        files = meta["files"]
+        skipped += [Skipped(p, r) for p, r in meta["skipped"]]
+    else:
+        buf = np.empty((len(stats), size, size), np.uint8)
+        files, bad = [], []
+        for (rel, *_), (img, reason) in zip(stats, _decode_all(kept_paths, size, workers, progress)):
+            if img is None:
+                bad.append(Skipped(rel, reason))
+            else:
+                buf[len(files)] = img  # valid images packed at the front, in sorted order
+                files.append(rel)
+        if not files:
+            raise UserError(f"no readable images in {root} ({len(skipped) + len(bad)} files skipped, "
+                            f"first: {(skipped + bad)[0].path}: {(skipped + bad)[0].reason}); {HOW_TO_GET_DATA}")
+        _write_cache(npy, meta_path, key, buf[:len(files)], files, bad)
+        images = np.load(npy, mmap_mode="r", allow_pickle=False)
+        skipped += bad
+    _report(root, skipped, strict)  # after caching: a strict rerun after a fix reuses the work
+    source = "sample" if (root / SAMPLE_MARKER).exists() else "folder"
+    return FaceSet(images=images, files=list(files), root=str(root), skipped=skipped, source=source)
+
+
+def _has_images(root: Path) -> bool:
+    return root.is_dir() and any(not isinstance(item, Skipped) for item in _walk(root))
+
+
+def resolve_data_dir(cfg: DataConfig, *, log: Callable[[str], None] = print) -> tuple[Path, str]:
+    """Pick the image folder: ``cfg.root``, else the real dataset, else the generated sample.
+
+    The sample is (re)generated by ``src.synthetic.write_sample`` when it is missing,
+    incomplete, or holds another number of faces than ``cfg.sample_size``.
+    Returns (folder, source) with source in "folder" | "sample" | "real".
+    """
+    if cfg.root is not None:
+        root = Path(cfg.root)
+        source = "sample" if (root / SAMPLE_MARKER).exists() else "folder"
+        log(f"data: {'generated sample' if source == 'sample' else 'image folder'} {root}")
+        return root, source
+    if _has_images(REAL_DIR):
+        log(f"data: real Flickr-Faces thumbnails in {REAL_DIR}")
+        return REAL_DIR, "real"
+    try:  # the marker holds the generator's parameters; it is written last
+        made = read_json(SAMPLE_DIR / SAMPLE_MARKER).get("n")
+    except (OSError, ValueError, AttributeError):
+        made = None
+    if made == cfg.sample_size:
+        log(f"data: generated sample of {made} faces in {SAMPLE_DIR} (no real dataset in {REAL_DIR})")
+    else:
+        from .synthetic import write_sample  # lazy: only needed when the sample is missing
+
+        log(f"data: no real dataset in {REAL_DIR}; generating {cfg.sample_size} synthetic faces in {SAMPLE_DIR}")
+        write_sample(SAMPLE_DIR, n=cfg.sample_size, seed=0)
+    return SAMPLE_DIR, "sample"
+
+
+def load_dataset(cfg: DataConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> FaceSet:
+    """``resolve_data_dir`` + ``load_images`` with the settings of ``cfg``."""
+    root, source = resolve_data_dir(cfg, log=log)
+    fs = load_images(root, cfg.image_size, strict=cfg.strict, cache_dir=cfg.cache_dir,
+                     progress=progress, limit=cfg.limit)
+    fs.source = source
+    return fs
+
+
+# ----------------------------------------------------------------------------- split, batches
+def split_indices(n: int, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded train/val/test split of ``range(n)``.
+
+    Sizes are ``n * fraction`` rounded by largest remainder (70,000 -> 49,000/7,000/14,000;
+    10 -> 7/1/2), then each split with a positive fraction gets at least one index.
+    The permutation is ``np.random.default_rng(seed).permutation(n)``: train is its first
+    part, then val, then test. Each array is int64, sorted ascending (memory-map locality).
+    """
+    fr = np.array(_check_fractions(fractions))
+    need = int((fr > 0).sum())
+    if n < max(need, 1):
+        raise UserError(f"{n} images are too few to split {tuple(fr.tolist())}; need at least {need}")
+    exact = n * fr
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: n - counts.sum()]] += 1
+    for i in np.flatnonzero((fr > 0) & (counts == 0)):  # take from the largest split
+        counts[np.argmax(counts)] -= 1
+        counts[i] += 1
+    perm = np.random.default_rng(seed).permutation(n)
+    a, b = counts[0], counts[0] + counts[1]
+    return {name: np.sort(part).astype(np.int64) for name, part in
+            zip(("train", "val", "test"), (perm[:a], perm[a:b], perm[b:]))}
+
+
+def to_float(batch_uint8):
+    """(B, S, S) uint8 tensor (or array) -> (B, 1, S, S) float32 in [0, 1]."""
+    import torch  # lazy: decoding workers never need torch
+
+    if isinstance(batch_uint8, np.ndarray):
+        batch_uint8 = torch.from_numpy(np.array(batch_uint8))  # copy: memmaps are read-only
+    x = batch_uint8.to(torch.float32).div_(255.0)
+    return x.unsqueeze(1) if x.ndim == 3 else x
