@@ -45,15 +45,21 @@ class PCA:
         return x.clamp(0, 1).view(-1, 1, *self.shape)
 
 
-def baseline_metrics(train_u8: np.ndarray, test_u8: np.ndarray, pca_k: int = 200) -> dict[str, dict]:
-    """Per-image metrics of the mean-image and PCA-k reconstructions of ``test_u8``.
+def baseline_metrics(train_u8: np.ndarray, splits: dict[str, np.ndarray], pca_k: int = 200) -> dict[str, dict]:
+    """Per-image metrics of the mean-image and PCA-k reconstructions (both fitted on ``train_u8``).
+
+    Args:
+        splits: {split name: (N, S, S) uint8 images}.
 
     Returns:
-        {"mean image": {"mse", "psnr", "ssim": (N,) arrays}, f"PCA-{k}": {...}}.
+        {split: {"mean image": {"mse", "psnr", "ssim": (N,) arrays}, f"PCA-{k}": {...}}}.
     """
-    x = to_float(torch.from_numpy(np.ascontiguousarray(test_u8)))  # (N, 1, S, S)
-    mean = to_float(torch.from_numpy(np.ascontiguousarray(train_u8))).mean(0, keepdim=True)
-    out = {"mean image": all_metrics(mean.expand_as(x), x)}
+    mean = to_float(torch.from_numpy(np.ascontiguousarray(train_u8))).mean(0, keepdim=True)  # (1, 1, S, S)
     pca = PCA(pca_k).fit(train_u8)
-    out[f"PCA-{pca.components.shape[0]}"] = all_metrics(pca.decode(pca.encode(test_u8)), x)
-    return {name: {k: v.numpy() for k, v in m.items()} for name, m in out.items()}
+    result = {}
+    for split, images in splits.items():
+        x = to_float(torch.from_numpy(np.ascontiguousarray(images)))  # (N, 1, S, S)
+        rows = {"mean image": all_metrics(mean.expand_as(x), x),
+                f"PCA-{pca.components.shape[0]}": all_metrics(pca.decode(pca.encode(images)), x)}
+        result[split] = {name: {k: v.numpy() for k, v in m.items()} for name, m in rows.items()}
+    return result

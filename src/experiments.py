@@ -131,7 +131,7 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
         faces = load_dataset(data_cfg, progress=progress, log=log)
         data_cfg = replace(data_cfg, root=faces.root)  # store the resolved folder with every run
         dev = pick_device(device)
-        info = grid_info(preset, faces, dev)
+        info = grid_info(preset, faces, data_cfg, dev)
         log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in asdict(preset).items()
                                                    if k not in ("name", "description")))
         log(f"dataset: {info['dataset']} ({info['n_images']} images: {info['split_sizes']}); device: {info['device']}")
@@ -155,8 +155,8 @@ def _conditions(preset: Preset) -> list[tuple[str, float]]:
     return [("clean", 0.0), ("gaussian", preset.noise_sigma)]
 
 
-def grid_info(preset: Preset, faces: FaceSet, device: torch.device) -> dict[str, Any]:
-    sizes = {k: len(v) for k, v in split_indices(len(faces.images)).items()}
+def grid_info(preset: Preset, faces: FaceSet, data_cfg: DataConfig, device: torch.device) -> dict[str, Any]:
+    sizes = {k: len(v) for k, v in split_indices(len(faces.images), data_cfg.split, data_cfg.split_seed).items()}
     dataset = {"real": "Flickr-Faces 70k thumbnails (real)", "sample": "synthetic sample (src.synthetic)"}
     return {"preset": asdict(preset), "dataset": dataset.get(faces.source, f"image folder {faces.root}"),
             "source": faces.source, "data_root": faces.root, "n_images": len(faces.images),
@@ -165,12 +165,15 @@ def grid_info(preset: Preset, faces: FaceSet, device: torch.device) -> dict[str,
 
 
 def write_baselines(out: Path, faces: FaceSet, data_cfg: DataConfig, pca_k: int = 200) -> dict[str, Any]:
-    """Mean-image and PCA-k rows on the test split; per-image arrays in baselines.npz."""
+    """Mean-image and PCA-k rows (fitted on train) on val and test; per-image arrays in baselines.npz."""
     split = split_indices(len(faces.images), data_cfg.split, data_cfg.split_seed)
-    per = baseline_metrics(faces.images[split["train"]], faces.images[split["test"]], pca_k)
-    save_npz(out / "baselines.npz", {f"test/{name}/{k}": v for name, m in per.items() for k, v in m.items()})
-    result = {"split": "test", "pca_k_requested": pca_k, "per_image": "baselines.npz",
-              "rows": {name: summarize(m) for name, m in per.items()}}
+    result: dict[str, Any] = {"pca_k_requested": pca_k, "per_image": "baselines.npz"}
+    arrays = {}
+    per = baseline_metrics(faces.images[split["train"]], {s: faces.images[split[s]] for s in ("val", "test")}, pca_k)
+    for name, rows in per.items():
+        arrays.update({f"{name}/{row}/{k}": v for row, m in rows.items() for k, v in m.items()})
+        result[name] = {row: summarize(m) for row, m in rows.items()}
+    save_npz(out / "baselines.npz", arrays)
     write_json(out / "baselines.json", result)
     return result
 

@@ -328,6 +328,11 @@ def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 Condition = tuple[str, float]  # ("clean", 0) | ("gaussian", sigma) | ("s&p", p)
 
 
+def eval_generator(seed: int, condition_index: int, device: str | torch.device) -> torch.Generator:
+    """The generator of evaluation noise: the same (seed, condition) gives the same noisy images."""
+    return torch.Generator(device=device).manual_seed(seed * 1000 + condition_index + 1)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
              conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)), seed: int = 0,
@@ -345,7 +350,7 @@ def evaluate(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
     data = torch.as_tensor(np.asarray(images_u8)).to(device)
     out: dict[str, dict[str, np.ndarray]] = {}
     for i, (kind, level) in enumerate(conditions):
-        gen = torch.Generator(device=device).manual_seed(seed * 1000 + i + 1)
+        gen = eval_generator(seed, i, device)
         parts: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
         for start in range(0, data.shape[0], EVAL_BATCH):
             x = to_float(data[start:start + EVAL_BATCH])
