@@ -1,0 +1,171 @@
+"""Tests for the procedural face generator and its on-disk sample (src/synthetic.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src import synthetic
+from src.synthetic import face, generate, render_face, sample_path, write_sample
+from src.utils import UserError
+
+
+@pytest.fixture(scope="module")
+def faces() -> np.ndarray:
+    """600 faces of seed 0 as float32 in [0, 1], (600, 128, 128); shared by the slow-ish checks."""
+    return generate(600, seed=0).astype(np.float32) / 255
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes, keyed by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_shapes_dtype_and_value_range():
+    img = render_face(np.random.default_rng(0))
+    assert img.shape == (128, 128) and img.dtype == np.uint8
+    assert render_face(np.random.default_rng(0), size=64).shape == (64, 64)
+    x = generate(16, seed=1)
+    assert x.shape == (16, 128, 128) and x.dtype == np.uint8
+    f = x.astype(np.float32) / 255
+    assert 0.3 < f.mean() < 0.6
+    assert (f.std(axis=(1, 2)) > 0.05).all()  # every image has contrast
+    saturated = ((x == 0) | (x == 255)).mean()
+    assert saturated < 0.05
+
+
+def test_same_seed_same_faces_other_seed_other_faces():
+    a, b = generate(4, seed=3), generate(4, seed=3)
+    np.testing.assert_array_equal(a, b)
+    c = generate(4, seed=4)
+    assert all((a[i] != c[i]).mean() > 0.5 for i in range(4))
+
+
+def test_face_is_independent_of_n_and_order():
+    x = generate(6, seed=2)
+    for i in (5, 0, 3):
+        np.testing.assert_array_equal(face(i, seed=2), x[i])
+    np.testing.assert_array_equal(generate(3, seed=2), x[:3])
+
+
+def test_sample_path_follows_ffhq_layout(tmp_path):
+    assert sample_path(tmp_path, 0) == tmp_path / "00000" / "00000.png"
+    assert sample_path(tmp_path, 999) == tmp_path / "00000" / "00999.png"
+    assert sample_path(tmp_path, 1000) == tmp_path / "01000" / "01000.png"
+    assert sample_path(tmp_path, 69999) == tmp_path / "69000" / "69999.png"
+
+
+def test_write_sample_is_lossless_byte_identical_and_marked(tmp_path):
+    paths = write_sample(tmp_path / "a", n=5, seed=7, progress=False)
+    assert paths == [tmp_path / "a" / "00000" / f"{i:05d}.png" for i in range(5)]
+    expected = generate(5, seed=7)
+    for p, arr in zip(paths, expected):
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.mode == "L"
+            np.testing.assert_array_equal(np.asarray(im), arr)
+    marker = json.loads((tmp_path / "a" / "SAMPLE.json").read_text())
+    assert marker == {"generator": "src.synthetic", "n": 5, "seed": 7, "size": 128}
+    write_sample(tmp_path / "b", n=5, seed=7, progress=False)
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    assert sorted(_tree(tmp_path / "a")) == ["00000/0000%d.png" % i for i in range(5)] + ["SAMPLE.json"]
+
+
+def test_write_sample_is_idempotent(tmp_path):
+    paths = write_sample(tmp_path, n=3, progress=False)
+    stamps = [p.stat().st_mtime_ns for p in paths + [tmp_path / "SAMPLE.json"]]
+    assert write_sample(tmp_path, n=3, progress=False) == paths
+    assert [p.stat().st_mtime_ns for p in paths + [tmp_path / "SAMPLE.json"]] == stamps
+
+
+def test_write_sample_replaces_its_own_sample_with_other_parameters(tmp_path):
+    write_sample(tmp_path, n=5, seed=0, progress=False)
+    (tmp_path / "00000" / ".DS_Store").write_bytes(b"file browser metadata")  # tolerated, kept
+    paths = write_sample(tmp_path, n=3, seed=1, progress=False)
+    assert sorted(_tree(tmp_path)) == ["00000/.DS_Store", "00000/00000.png", "00000/00001.png",
+                                       "00000/00002.png", "SAMPLE.json"]
+    with Image.open(paths[2]) as im:
+        np.testing.assert_array_equal(np.asarray(im), face(2, seed=1))
+
+
+def test_write_sample_resumes_an_interrupted_run(tmp_path, monkeypatch):
+    real_face = synthetic.face
+
+    def failing_face(index: int, seed: int = 0, size: int = 128) -> np.ndarray:
+        if index == 2:
+            raise KeyboardInterrupt
+        return real_face(index, seed, size)
+
+    monkeypatch.setattr(synthetic, "face", failing_face)
+    with pytest.raises(KeyboardInterrupt):
+        write_sample(tmp_path / "cut", n=4, progress=False)
+    assert not (tmp_path / "cut" / "SAMPLE.json").exists()  # an interrupted sample is not complete
+    assert sorted(p.name for p in (tmp_path / "cut").rglob("*.png")) == ["00000.png", "00001.png"]
+    done = [sample_path(tmp_path / "cut", i) for i in (0, 1)]
+    stamps = [p.stat().st_mtime_ns for p in done]
+    monkeypatch.setattr(synthetic, "face", real_face)
+    write_sample(tmp_path / "cut", n=4, progress=False)
+    assert [p.stat().st_mtime_ns for p in done] == stamps  # finished files are kept
+    write_sample(tmp_path / "fresh", n=4, progress=False)
+    assert _tree(tmp_path / "cut") == _tree(tmp_path / "fresh")
+
+
+def test_an_interrupted_switch_of_parameters_never_mixes_samples(tmp_path, monkeypatch):
+    write_sample(tmp_path / "s", n=4, seed=0, progress=False)
+    real_face = synthetic.face
+
+    def failing_face(index: int, seed: int = 0, size: int = 128) -> np.ndarray:
+        return real_face(index, seed, size) if index < 2 else np.asarray(1 / 0)
+
+    monkeypatch.setattr(synthetic, "face", failing_face)
+    with pytest.raises(ZeroDivisionError):
+        write_sample(tmp_path / "s", n=4, seed=1, progress=False)
+    monkeypatch.setattr(synthetic, "face", real_face)
+    write_sample(tmp_path / "s", n=4, seed=0, progress=False)  # back to the first sample
+    write_sample(tmp_path / "fresh", n=4, seed=0, progress=False)
+    assert _tree(tmp_path / "s") == _tree(tmp_path / "fresh")
+
+
+@pytest.mark.parametrize("foreign", ["notes.txt", "00000/00000.png", "00000/cat.jpg"])
+def test_write_sample_refuses_foreign_files_and_leaves_them(tmp_path, foreign):
+    if foreign == "00000/cat.jpg":  # a user file slipped into a finished sample
+        write_sample(tmp_path, n=2, progress=False)
+    target = tmp_path / foreign
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"user data")
+    before = _tree(tmp_path)
+    with pytest.raises(UserError):
+        write_sample(tmp_path, n=3, seed=5, progress=False)
+    assert _tree(tmp_path) == before
+
+
+def test_write_sample_refuses_a_file_as_folder(tmp_path):
+    (tmp_path / "x").write_text("user data")
+    with pytest.raises(UserError):
+        write_sample(tmp_path / "x", n=1, progress=False)
+    assert (tmp_path / "x").read_text() == "user data"
+
+
+def test_faces_vary_beyond_a_200_component_pca(faces):
+    x = faces.reshape(len(faces), -1)
+    train, held = x[:500], x[500:]
+    mean = train.mean(axis=0)
+    _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
+    basis = vt[:200]  # (200, 16384)
+    rec = (held - mean) @ basis.T @ basis + mean
+    psnr = 10 * np.log10(1 / ((rec - held) ** 2).mean(axis=1))
+    assert psnr.mean() < 40  # measured ~27 dB: a linear code cannot capture the sample
+    assert faces.std(axis=0).mean() > 0.1  # per pixel, across faces (measured ~0.21)
+
+
+def test_mean_face_has_dark_eyes_between_bright_cheeks_and_bridge(faces):
+    # the eyes sit ~0.1 image widths either side of the centre, just above the image
+    # centre row; cheeks are ~0.1 widths lower, the nose bridge between the eyes
+    m = faces.mean(axis=0)
+    eyes = np.r_[m[56:66, 46:54].ravel(), m[56:66, 74:82].ravel()].mean()
+    cheeks = np.r_[m[72:80, 46:54].ravel(), m[72:80, 74:82].ravel()].mean()
+    bridge = m[56:66, 60:68].mean()
+    assert cheeks - eyes > 0.06  # measured ~0.12
+    assert bridge - eyes > 0.06  # measured ~0.11
