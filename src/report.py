@@ -16,18 +16,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # no pyplot: no global backend state, safe in notebooks and headless
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from . import noise  # noqa: E402
-from .data import DataConfig, load_images, split_indices, to_float  # noqa: E402
-from .regularization import KINDS  # noqa: E402
-from .train import eval_generator, load_run, read_history, reconstruct, EVAL_BATCH  # noqa: E402
-from .utils import UserError, read_json, write_text  # noqa: E402
+from . import noise
+from .data import DataConfig, load_images, split_indices, to_float
+from .regularization import KINDS
+from .train import EVAL_BATCH, eval_generator, load_run, read_history, reconstruct
+from .utils import UserError, read_json, write_text
 
 REG_LABEL = {"none": "Baseline", "l1": "L1", "l2": "L2", "l1+l2": "L1+L2"}
 MODEL_LABEL = {"ae": "AE", "vae": "VAE"}
@@ -125,7 +122,8 @@ def loss_figures(runs_dir: Path, summary: dict, figures: Path, model: str) -> li
     groups = [panels] if len(names) == 1 else [[p] for p in panels]
     written = []
     for name, group in zip(names, groups):
-        fig, axes = plt.subplots(1, len(group), figsize=(5 * len(group), 3.4), squeeze=False)
+        fig = Figure(figsize=(5 * len(group), 3.4))
+        axes = fig.subplots(1, len(group), squeeze=False)
         for ax, (key, title) in zip(axes[0], group):
             for reg, h in histories.items():
                 ax.plot([r["epoch"] for r in h], [r[key] for r in h], label=REG_LABEL[reg], marker=".")
@@ -139,11 +137,10 @@ def loss_figures(runs_dir: Path, summary: dict, figures: Path, model: str) -> li
     return written
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 
@@ -161,7 +158,8 @@ def _test_images(runs_dir: Path, summary: dict) -> tuple[np.ndarray, torch.Tenso
 def _grid(rows: list[tuple[str, torch.Tensor, list[str] | None]], path: Path, title: str) -> Path:
     """rows: (label, images (K, 1, S, S), captions or None)."""
     k = rows[0][1].shape[0]
-    fig, axes = plt.subplots(len(rows), k, figsize=(1.25 * k + 0.9, 1.38 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(1.25 * k + 0.9, 1.38 * len(rows)))
+    axes = fig.subplots(len(rows), k, squeeze=False)
     for r, (label, imgs, captions) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]
@@ -257,6 +255,15 @@ def update_readme(readme: Path, section: str) -> None:
     write_text(readme, text)
 
 
+def model_figures(runs_dir: str | Path, figures: str | Path, model: str, summary: dict | None = None,
+                  x: torch.Tensor | None = None) -> list[Path]:
+    """Loss curves, reconstruction grid and noisy-input grid of one model (the notebooks call this)."""
+    runs_dir, figures = Path(runs_dir), Path(figures)
+    summary = summary or load_summary(runs_dir)
+    x = _test_images(runs_dir, summary)[1] if x is None else x
+    return loss_figures(runs_dir, summary, figures, model) + image_figures(runs_dir, summary, figures, model, x)
+
+
 def report(runs_dir: str | Path, figures: str | Path = "Figures", readme: str | Path | None = None) -> list[Path]:
     """Write every figure, ``runs_dir/tables.md`` and (optionally) the README section."""
     runs_dir, figures = Path(runs_dir), Path(figures)
@@ -267,8 +274,7 @@ def report(runs_dir: str | Path, figures: str | Path = "Figures", readme: str | 
     models = sorted({r["model"] for r in summary["runs"]}, key=list(MODEL_LABEL).index)
     _, x = _test_images(runs_dir, summary)
     for model in models:
-        written += loss_figures(runs_dir, summary, figures, model)
-        written += image_figures(runs_dir, summary, figures, model, x)
+        written += model_figures(runs_dir, figures, model, summary, x)
     rel = os.path.relpath(figures, Path(readme).parent if readme else runs_dir).replace(os.sep, "/")
     section = results_markdown(summary, rel)
     written.append(write_text(runs_dir / "tables.md", section + "\n"))
