@@ -24,10 +24,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 
-from . import noise
 from .compression import baseline_metrics
 from .data import DataConfig, FaceSet, load_dataset, split_indices
 from .models import ModelConfig

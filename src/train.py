@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto warns in notebooks without ipywidgets
 
 from . import metrics as M
 from . import noise

@@ -1,5 +1,4 @@
 """The training loop: loss goes down, best weights are a real copy, resume == uninterrupted."""
-import csv
 import json
 import math
 
