@@ -6,7 +6,8 @@ A run folder holds (all written atomically: temp file, then rename)::
     split.npz       the train/val/test indices used
     history.csv     one row per finished epoch
     last.pt         checkpoint {"model", "optimizer", "config", "epoch", "best_val",
-                    "best_epoch", "rng", "history"}, rewritten after every epoch
+                    "best_epoch", "rng", "history"}, rewritten at most every
+                    ``checkpoint_s`` seconds and after the last epoch
     best.pt         the weights of the epoch with the lowest validation loss (a copy)
     per_image.npz   per-image metrics, written by ``evaluate_run``
     metrics.json    split x condition means; written last, it marks a finished run
@@ -52,6 +53,10 @@ class TrainConfig:
     seed: int = 0               # seeds init, shuffling, noise and VAE sampling
     device: str = "auto"        # auto = cuda, else mps, else cpu
     progress: bool = True       # tqdm bars
+    amp: bool = False           # bf16 autocast of the training forward pass (evaluation stays float32)
+    channels_last: bool = False  # NHWC memory layout for the model and its inputs (conv models)
+    compile: bool = False       # torch.compile the model (the first epoch pays the compile time)
+    checkpoint_s: float = 60.0  # write last.pt / best.pt at most this often, and after the last epoch; 0 = every epoch
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -62,6 +67,8 @@ class TrainConfig:
             raise UserError(f"learning rate must be > 0, got {self.lr}")
         if self.noise_train < 0:
             raise UserError(f"noise sigma must be >= 0, got {self.noise_train}")
+        if not self.checkpoint_s >= 0:
+            raise UserError(f"checkpoint interval must be >= 0 seconds, got {self.checkpoint_s}")
         if self.beta < 0:
             raise UserError(f"beta must be >= 0, got {self.beta}")
         if self.vae_recon not in ("bce", "mse"):
@@ -101,7 +108,8 @@ def _dataclass_from(cls: type, d: dict[str, Any]) -> Any:
 
 
 # Settings that may differ between an interrupted run and its resumption.
-_RESUMABLE = {("train", "epochs"), ("train", "device"), ("train", "progress")}
+_RESUMABLE = {("train", "epochs"), ("train", "device"), ("train", "progress"), ("train", "channels_last"),
+              ("train", "compile"), ("train", "checkpoint_s")}  # these change speed, not the objective
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -124,22 +132,35 @@ class TrainingDiverged(UserError):
     """The loss became NaN or inf; the last good checkpoint is left as it was."""
 
 
+def epoch_batches(data: torch.Tensor, batch_size: int, seed: int, epoch: int):
+    """Yield the (B, 1, S, S) float32 batches of one shuffled pass over ``data`` ((N, S, S) uint8).
+
+    The permutation depends on (seed, epoch) only, so a resumed run shuffles exactly as an
+    uninterrupted one. It is drawn on the CPU (the same order on every device), moved to the
+    data's device once per epoch, and each batch is gathered and converted there.
+    """
+    perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    perm = perm.to(data.device)
+    for start in range(0, data.shape[0], batch_size):
+        yield to_float(data[perm[start:start + batch_size]])
+
+
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor,
                     cfg: RunConfig, epoch: int) -> dict[str, float]:
     """One pass over ``data`` ((N, S, S) uint8 on the model's device); mean losses per image."""
     model.train()
-    device = data.device
-    n, bs = data.shape[0], cfg.train.batch_size
-    # Per-epoch permutation from (seed, epoch): a resumed run shuffles exactly as an uninterrupted one.
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch))
-    perm = perm.to(device)
+    n, bs, tc = data.shape[0], cfg.train.batch_size, cfg.train
     sums: dict[str, torch.Tensor] = {}
-    steps = range(0, n, bs)
-    bar = tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not cfg.train.progress, unit="batch")
-    for start in bar:
-        x = to_float(data[perm[start:start + bs]])  # (B, 1, S, S) clean target
-        inp = noise.gaussian(x, cfg.train.noise_train) if cfg.train.noise_train else x
-        out = model(inp)
+    bar = tqdm(epoch_batches(data, bs, tc.seed, epoch), total=math.ceil(n / bs), desc=f"epoch {epoch}",
+               leave=False, disable=not tc.progress, unit="batch")
+    for x in bar:  # (B, 1, S, S) clean target
+        if tc.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        inp = noise.gaussian(x, tc.noise_train) if tc.noise_train else x
+        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=tc.amp):
+            out = model(inp)
+        if tc.amp:  # the loss in float32: BCE takes logs of x_hat
+            out = {k: v.float() for k, v in out.items()}
         parts = compute_loss(cfg.model.name, out, x, beta=cfg.train.beta, vae_recon=cfg.train.vae_recon)
         parts["penalty"] = penalty(model, cfg.reg)
         total = parts["loss"] + parts["penalty"]
@@ -215,6 +236,7 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg = RunConfig.from_dict(cfg).to_dict()  # fills settings added after the checkpoint was written
     return {s: {k: v for k, v in sec.items() if (s, k) not in _RESUMABLE} for s, sec in cfg.items()}
 
 
@@ -238,6 +260,8 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
     device = pick_device(cfg.train.device)
     set_seed(cfg.train.seed)
     model = build_model(cfg.model).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     split = split_indices(len(images), cfg.data.split, cfg.data.split_seed)
 
@@ -270,15 +294,20 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
     train_u8 = torch.from_numpy(np.ascontiguousarray(images[split["train"]])).to(device)  # (Ntr, S, S) uint8
     val_u8 = torch.from_numpy(np.ascontiguousarray(images[split["val"]])).to(device)
 
+    if cfg.train.compile:
+        model.compile()  # in place: state_dict keys and parameters stay those of the plain model
     epochs = range(start_epoch, cfg.train.epochs + 1)
     bar = tqdm(epochs, desc=run_dir.name, disable=not cfg.train.progress, unit="epoch",
                initial=start_epoch - 1, total=cfg.train.epochs)
+    # A VAE checkpoint (weights + Adam moments) is ~200 MB: written every epoch it costs more than
+    # a fast epoch, so last.pt / best.pt are written at most every checkpoint_s and after the last epoch.
+    saved_epoch, saved_at, best_unsaved = start_epoch - 1, time.perf_counter(), False
     for epoch in bar:
         t0 = time.perf_counter()
         tr = train_one_epoch(model, optimizer, train_u8, cfg, epoch)
         va = validation_loss(model, val_u8, cfg)
         if not all(math.isfinite(v) for v in (*tr.values(), *va.values())):
-            good = f"; the last good checkpoint is {ckpt_path} (epoch {epoch - 1})" if epoch > 1 else ""
+            good = f"; the last good checkpoint is {ckpt_path} (epoch {saved_epoch})" if saved_epoch else ""
             raise TrainingDiverged(f"training diverged at epoch {epoch} (train loss {tr['loss']}, "
                                    f"val loss {va['loss']}): lower the learning rate{good}")
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
@@ -287,11 +316,15 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
         if va["loss"] < best_val:  # update "best" only on improvement, and keep a real copy
             best_val, best_epoch = va["loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
-            save_torch({"model": best_state, "config": cfg.to_dict(), "epoch": epoch, "val_loss": best_val},
-                       run_dir / "best.pt")
-        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                    "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "rng": _rng_state(),
-                    "history": history}, ckpt_path)
+            best_unsaved = True
+        if epoch == cfg.train.epochs or time.perf_counter() - saved_at >= cfg.train.checkpoint_s:
+            if best_unsaved:  # best.pt before last.pt: a checkpoint never names a best that is not on disk
+                save_torch({"model": best_state, "config": cfg.to_dict(), "epoch": best_epoch,
+                            "val_loss": best_val}, run_dir / "best.pt")
+            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
+                        "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "rng": _rng_state(),
+                        "history": history}, ckpt_path)
+            saved_epoch, saved_at, best_unsaved = epoch, time.perf_counter(), False
         _write_history(run_dir / "history.csv", history)
         bar.set_postfix(train=f"{tr['loss']:.4g}", val=f"{va['loss']:.4g}", best=best_epoch)
     return {"history": history, "best_epoch": best_epoch, "best_val": best_val,

@@ -1,0 +1,1 @@
+"""Speed benchmarks of the project: ``python -m benchmarks.run --help``."""

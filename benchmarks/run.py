@@ -1,0 +1,475 @@
+"""One-process speed benchmark of the project: data, training, evaluation, peak memory.
+
+    python -m benchmarks.run                      # default sizes: <= 3 min on 2 CPU cores
+    python benchmarks/run.py --n 70000 --epochs 1  # the 70k-image data target (long)
+    python -m benchmarks.run --n 80 --epochs 1 --eval-n 40 --out /tmp/b.json   # seconds
+
+It prints a table and writes JSON (default ``benchmarks/out/results.json``) with:
+
+- data: cold decode of N generated PNG files through ``src.data.load_images`` (all cores,
+  a fresh cache folder; the files themselves are in the OS page cache, so this is decode
+  cost, not disk cost), the cached reload, and one epoch of batches from a naive
+  PNG-decoding ``torch.utils.data.DataLoader`` vs the project's resident-uint8 pipeline;
+- training: images/s of ``src.train.fit`` (whole call: validation, checkpoints, setup)
+  vs the compute bound (forward + loss + backward + Adam step on one fixed resident
+  batch, no data pipeline), plus the bound with each optional fast path (bf16 autocast,
+  channels_last, ``torch.compile`` with ``--compile``);
+- evaluation: ``src.metrics`` batched SSIM / PSNR vs scikit-image's per-image functions
+  on the same images: images/s, ratio, max absolute difference;
+- memory: peak RSS of this process and of its children; on CUDA the peak allocated;
+- the targets of issue #6 with the measured value and whether it is met.
+
+Every figure is measured in this process; the JSON records the machine (device, CPU,
+cores, threads, torch version, load average before and after) and the date.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a file (python benchmarks/run.py): make `src` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from src import metrics as M
+from src import synthetic
+from src.data import DataConfig, load_images, split_indices, to_float
+from src.losses import compute_loss
+from src.models import ModelConfig, build_model
+from src.regularization import RegConfig, penalty
+from src.train import EVAL_BATCH, RunConfig, TrainConfig, epoch_batches, fit, pick_device
+from src.utils import UserError, set_seed, write_json
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "out" / "results.json"
+DEFAULT_WORK = HERE / "out" / "work"
+VARIANTS = ("amp", "channels_last", "compile")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """(seconds, result) of ``fn()``, with the device synchronized before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE.parent,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+uncommitted changes" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    info = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+            "cpu": _cpu_model(), "cores": cores, "usable_cores": usable, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "git": _git_commit(), "loadavg_start": list(os.getloadavg())}
+    try:
+        import skimage
+
+        info["skimage"] = skimage.__version__
+    except ImportError:
+        info["skimage"] = None
+    return info
+
+
+# ----------------------------------------------------------------------------- data
+class NaivePNG(torch.utils.data.Dataset):
+    """The naive baseline: every epoch opens and decodes each PNG file again."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            a = np.asarray(im.convert("L"), dtype=np.uint8)
+        return torch.from_numpy(a.copy()).float().div_(255.0).unsqueeze(0)  # (1, S, S)
+
+
+def bench_data(n: int, size: int, work: Path, device: torch.device, batch_size: int, workers: int, epochs: int,
+               log: Callable[[str], None]) -> tuple[dict[str, Any], np.ndarray]:
+    """Decode (cold, cached) and the per-epoch batch pipelines; returns (results, images)."""
+    root = work / f"faces-{n}-{size}px"
+    t0 = time.perf_counter()
+    files = synthetic.write_sample(root, n=n, seed=0, size=size, progress=False)  # kept between runs
+    gen_s = time.perf_counter() - t0
+    log(f"data: {n} generated PNG files in {root} ({gen_s:.1f} s to make or check)")
+
+    cache = Path(tempfile.mkdtemp(prefix="cache-", dir=work))
+    try:
+        load = lambda: load_images(root, size, cache_dir=cache, workers=workers, progress=False)  # noqa: E731
+        cold_s, faces = _timed(load, device)
+        cached_s, again = _timed(load, device)
+        if again.images.shape != faces.images.shape or not np.array_equal(again.images[:8], faces.images[:8]):
+            raise RuntimeError("cached reload differs from the cold decode")  # a bug, not a user error
+        images = np.array(faces.images)  # (N, S, S) uint8, a writable copy of the memory map
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+    # naive: a Dataset of PNG paths, decoded again by DataLoader workers every epoch
+    loader = torch.utils.data.DataLoader(NaivePNG(files), batch_size=batch_size, shuffle=True,
+                                         num_workers=workers if workers > 1 else 0,
+                                         generator=torch.Generator().manual_seed(0))
+
+    def naive_epochs() -> int:
+        seen = 0
+        for _ in range(epochs):
+            for x in loader:
+                seen += x.to(device).shape[0]
+        return seen
+
+    naive_s, naive_n = _timed(naive_epochs, device)
+
+    # the project: the set resident on the device as uint8, shuffled by index, converted per batch
+    to_dev_s, data = _timed(lambda: torch.from_numpy(images).to(device), device)
+
+    def project_epochs() -> int:
+        seen = 0
+        for epoch in range(1, epochs + 1):
+            for x in epoch_batches(data, batch_size, 0, epoch):
+                seen += x.shape[0]
+        return seen
+
+    project_epochs()  # warm-up (allocator)
+    proj_s, proj_n = _timed(project_epochs, device)
+    assert naive_n == proj_n == n * epochs
+    res = {"n_files": n, "image_size": size, "root": str(root), "generate_or_check_s": gen_s, "workers": workers,
+           "cold_decode_s": cold_s, "cold_decode_images_per_s": n / cold_s, "cached_reload_s": cached_s,
+           "batches": {"epochs": epochs, "batch_size": batch_size,
+                       "naive_dataloader_images_per_s": naive_n / naive_s,
+                       "project_images_per_s": proj_n / proj_s, "to_device_once_s": to_dev_s,
+                       "ratio_project_over_naive": (proj_n / proj_s) / (naive_n / naive_s)}}
+    return res, images
+
+
+# ----------------------------------------------------------------------------- training
+def _run_config(name: str, image_size: int, epochs: int, batch_size: int, device: torch.device,
+                **flags: bool) -> RunConfig:
+    return RunConfig(model=ModelConfig(name=name, image_size=image_size), reg=RegConfig(kind="none"),
+                     train=TrainConfig(epochs=epochs, batch_size=batch_size, device=str(device), progress=False,
+                                       **flags),
+                     data=DataConfig(image_size=image_size))
+
+
+def compute_bound(cfg: RunConfig, batch_u8: np.ndarray, steps: int, device: torch.device) -> dict[str, float]:
+    """Images/s of forward + loss + backward + Adam step on one fixed batch already on the device.
+
+    The same step as ``src.train.train_one_epoch`` with the same flags, without the data
+    pipeline and the loss bookkeeping; the first step (and compilation) is timed apart.
+    """
+    tc = cfg.train
+    set_seed(tc.seed)
+    model = build_model(cfg.model).to(device)
+    x = to_float(torch.from_numpy(batch_u8).to(device))  # (B, 1, S, S)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    if tc.compile:
+        model.compile()
+    model.train()
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp):
+            out = model(x)
+        if tc.amp:
+            out = {k: v.float() for k, v in out.items()}
+        loss = compute_loss(cfg.model.name, out, x, beta=tc.beta, vae_recon=tc.vae_recon)["loss"]
+        loss = loss + penalty(model, cfg.reg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    first_s, _ = _timed(step, device)
+    for _ in range(2):
+        step()
+    secs, _ = _timed(lambda: [step() for _ in range(steps)], device)
+    return {"images_per_s": steps * x.shape[0] / secs, "steps": steps, "first_step_s": first_s}
+
+
+def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: int, device: torch.device,
+                variants: list[str], work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    size = images.shape[-1]
+    n_train = len(split_indices(len(images))["train"])
+    steps = max(5, math.ceil(n_train / batch_size) * epochs)
+    batch = images[:batch_size]
+    out: dict[str, Any] = {"n_images": len(images), "n_train": n_train, "epochs": epochs,
+                           "batch_size": batch_size}
+    for name in models:
+        cfg = _run_config(name, size, epochs, batch_size, device)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"fit-{name}-", dir=work))
+        try:
+            fit_s, res = _timed(lambda: fit(cfg, images, run_dir, log=lambda *_: None), device)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        epoch_s = [row["seconds"] for row in res["history"]]  # train + validation of each epoch
+        bound = compute_bound(cfg, batch, steps, device)
+        r: dict[str, Any] = {
+            "fit_s": fit_s, "fit_images_per_s": n_train * epochs / fit_s,
+            "epoch_seconds": epoch_s, "outside_epochs_s": fit_s - sum(epoch_s),
+            "compute_bound_images_per_s": bound["images_per_s"], "compute_bound_steps": bound["steps"],
+            "ratio_fit_over_bound": (n_train * epochs / fit_s) / bound["images_per_s"]}
+        if epochs >= 2:  # epochs after the first, train + validation only (no setup, no checkpoints)
+            r["steady_epochs_images_per_s"] = n_train * (epochs - 1) / sum(epoch_s[1:])
+        r["fast_paths"] = {}
+        for v in variants:
+            if v == "channels_last" and name != "ae":
+                continue  # a fully-connected model has no layout to change
+            vb = compute_bound(_run_config(name, size, epochs, batch_size, device, **{v: True}), batch, steps,
+                               device)
+            r["fast_paths"][v] = {"compute_bound_images_per_s": vb["images_per_s"],
+                                  "speedup_over_plain_bound": vb["images_per_s"] / bound["images_per_s"],
+                                  "first_step_s": vb["first_step_s"]}
+        out[name] = r
+        log(f"train {name}: fit {r['fit_images_per_s']:.0f} img/s, bound {bound['images_per_s']:.0f} img/s")
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+def bench_eval(images: np.ndarray, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+    """Batched SSIM / PSNR of src.metrics vs scikit-image's per-image loop, same image pairs."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    n = len(images)
+    x = to_float(torch.from_numpy(images))  # (N, 1, S, S) clean
+    gen = torch.Generator().manual_seed(0)
+    y = (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp_(0, 1)  # a "reconstruction"
+    a64, b64 = x[:, 0].double().numpy(), y[:, 0].double().numpy()  # skimage's inputs, prepared untimed
+    xd, yd = x.to(device), y.to(device)
+
+    def ours(fn):
+        return torch.cat([fn(yd[s:s + EVAL_BATCH], xd[s:s + EVAL_BATCH]) for s in range(0, n, EVAL_BATCH)])
+
+    res: dict[str, Any] = {"n_images": n, "eval_batch": EVAL_BATCH}
+    for key, fn, ref in (("ssim", M.ssim, lambda i: structural_similarity(a64[i], b64[i], data_range=1.0)),
+                         ("psnr", M.psnr, lambda i: peak_signal_noise_ratio(a64[i], b64[i], data_range=1.0))):
+        ours(fn)  # warm-up
+        t_ours, v_ours = _timed(lambda: ours(fn), device)
+        t_ref, v_ref = _timed(lambda: np.array([ref(i) for i in range(n)]), device)
+        res[key] = {"project_images_per_s": n / t_ours, "skimage_images_per_s": n / t_ref,
+                    "ratio": t_ref / t_ours, "max_abs_diff": float(np.max(np.abs(v_ours.cpu().numpy() - v_ref)))}
+        log(f"eval {key}: {n / t_ours:.0f} img/s vs skimage {n / t_ref:.0f} img/s")
+    return res
+
+
+# ----------------------------------------------------------------------------- memory, targets, table
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    kib = 1024 if sys.platform == "darwin" else 1  # ru_maxrss: bytes on macOS, KiB on Linux
+    mem = {"rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib / 1024,
+           "rss_children_max_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib / 1024}
+    mem["cuda_max_allocated_mib"] = (torch.cuda.max_memory_allocated(device) / 2**20
+                                     if device.type == "cuda" else None)
+    return mem
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of issue #6 with what this run measured (``met`` None = not measured here)."""
+    rows = []
+
+    def add(what: str, value: float | None, target: str, ok: bool | None, note: str = "") -> None:
+        rows.append({"what": what, "value": value, "target": target, "met": ok, "note": note})
+
+    d, tr, ev = r.get("data"), r.get("train"), r.get("eval")
+    for name in ("ae", "vae"):
+        if tr and name in tr:
+            v = tr[name]["ratio_fit_over_bound"]
+            add(f"fit / compute bound, {name} ({r['device']})", v, ">= 0.9", v >= 0.9)
+    if d:
+        v = d["batches"]["ratio_project_over_naive"]
+        add("project batches / naive PNG DataLoader", v, ">= 5", v >= 5)
+        v = d["cold_decode_images_per_s"]
+        add(f"cold decode, images/s ({d['n_files']} files, {d['workers']} workers)", v, ">= 1500 (at 70,000)",
+            v >= 1500, "" if d["n_files"] >= 70000 else "measured at a smaller N")
+        v = d["cached_reload_s"]
+        add(f"cached reload, s ({d['n_files']} files)", v, "<= 3 (at 70,000)", v <= 3,
+            "" if d["n_files"] >= 70000 else "measured at a smaller N")
+    if ev:
+        v = ev["ssim"]["ratio"]
+        add("batched SSIM / skimage loop", v, ">= 20", v >= 20)
+        v = ev["ssim"]["max_abs_diff"]
+        add("SSIM max |diff| vs skimage", v, "<= 1e-4", v <= 1e-4)
+    add("full study on one H100, min", None, "<= 10", None, "not measured by this script (needs a GPU)")
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e5 else f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [f"machine: {r['machine']['device_name']} ({r['machine']['usable_cores']} cores, torch "
+             f"{r['machine']['torch']}), load {r['machine']['loadavg_start'][0]:.2f} -> "
+             f"{r['machine']['loadavg_end'][0]:.2f}, {r['machine']['date']}", ""]
+    rows = [("measure", "value")]
+    d = r.get("data")
+    if d:
+        rows += [(f"cold decode of {d['n_files']} PNG files, images/s", d["cold_decode_images_per_s"]),
+                 ("cached reload, s", d["cached_reload_s"]),
+                 ("naive PNG DataLoader, images/s", d["batches"]["naive_dataloader_images_per_s"]),
+                 ("project batches (resident uint8), images/s", d["batches"]["project_images_per_s"]),
+                 ("  ratio project / naive", d["batches"]["ratio_project_over_naive"])]
+    tr = r.get("train") or {}
+    for name in ("ae", "vae"):
+        if name in tr:
+            t = tr[name]
+            rows += [(f"{name}: fit, images/s ({tr['n_train']} train images x {tr['epochs']} epochs)",
+                      t["fit_images_per_s"]),
+                     (f"{name}: compute bound, images/s", t["compute_bound_images_per_s"]),
+                     (f"{name}:   ratio fit / bound", t["ratio_fit_over_bound"])]
+            if "steady_epochs_images_per_s" in t:
+                rows.append((f"{name}:   epochs 2+ (train + val only), images/s", t["steady_epochs_images_per_s"]))
+            rows.append((f"{name}:   time outside epochs (setup, checkpoints), s", t["outside_epochs_s"]))
+            for v, fp in t["fast_paths"].items():
+                rows.append((f"{name}: bound with {v}, x plain bound", fp["speedup_over_plain_bound"]))
+    ev = r.get("eval")
+    if ev:
+        for k in ("ssim", "psnr"):
+            rows += [(f"{k}: project batched, images/s", ev[k]["project_images_per_s"]),
+                     (f"{k}: skimage per image, images/s", ev[k]["skimage_images_per_s"]),
+                     (f"{k}:   ratio / max |diff|", f"{_fmt(ev[k]['ratio'])} / {ev[k]['max_abs_diff']:.2g}")]
+    mem = r["memory"]
+    rows.append(("peak RSS self / children, MiB", f"{mem['rss_self_mib']:.0f} / {mem['rss_children_max_mib']:.0f}"))
+    if mem["cuda_max_allocated_mib"] is not None:
+        rows.append(("CUDA max allocated, MiB", mem["cuda_max_allocated_mib"]))
+    w = max(len(a) for a, _ in rows)
+    lines += [f"{a:<{w}}  {_fmt(b)}" for a, b in rows]
+    lines += ["", "targets (issue #6):"]
+    for t in r["targets"]:
+        met = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        lines.append(f"  {t['what']}: {_fmt(t['value'])} (target {t['target']}) {met}"
+                     + (f" [{t['note']}]" if t["note"] else ""))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _pos_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--n", type=_pos_int, default=2000, help="generated PNG files decoded and trained on")
+    p.add_argument("--epochs", type=_pos_int, default=3, help="epochs of each fit (and of the compute bound)")
+    p.add_argument("--eval-n", type=_pos_int, default=None, help="image pairs scored (default: min(N, 2000))")
+    p.add_argument("--batch-size", type=_pos_int, default=128, help="training batch size")
+    p.add_argument("--image-size", type=_pos_int, default=128, help="side of the generated faces, pixels")
+    p.add_argument("--batch-epochs", type=_pos_int, default=1, help="epochs of the naive-vs-project batch test")
+    p.add_argument("--models", nargs="+", choices=("ae", "vae"), default=["ae", "vae"], help="models to train")
+    p.add_argument("--variants", nargs="*", choices=VARIANTS, default=["amp", "channels_last"],
+                   help="fast paths measured on the compute bound (compile: slow to compile on a CPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--workers", type=_pos_int, default=None,
+                   help="decode and DataLoader worker processes; 1 = in this process (default: all cores)")
+    p.add_argument("--skip", nargs="*", choices=("train", "eval"), default=[], help="sections not to run")
+    p.add_argument("--work", default=str(DEFAULT_WORK), help="folder for generated files (kept) and temp runs")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
+    return p
+
+
+def run(args: argparse.Namespace, command: str = "", log: Callable[[str], None] = print) -> dict[str, Any]:
+    device = pick_device(args.device)
+    work = Path(args.work)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the work folder {work} ({e.strerror or e}); pass another --work") from None
+    workers = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_start = time.perf_counter()
+    r: dict[str, Any] = {"machine": machine_info(device), "device": str(device),
+                         "args": dict(vars(args)), "command": command}
+    if args.image_size % 4 or args.image_size < 8:
+        raise UserError(f"--image-size must be a multiple of 4 and >= 8 (the AE halves it twice), got {args.image_size}")
+    r["data"], images = bench_data(args.n, args.image_size, work, device, args.batch_size, workers, args.batch_epochs, log)
+    if "train" not in args.skip:
+        r["train"] = bench_train(images, args.models, args.epochs, args.batch_size, device, args.variants, work, log)
+    if "eval" not in args.skip:
+        r["eval"] = bench_eval(images[:args.eval_n or min(args.n, 2000)], device, log)
+    r["memory"] = peak_memory(device)
+    r["targets"] = targets(r)
+    r["machine"]["loadavg_end"] = list(os.getloadavg())
+    r["total_s"] = time.perf_counter() - t_start
+    return r
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        r = run(args, command=" ".join(["python -m benchmarks.run", *argv]))
+        out = Path(args.out)
+        try:
+            write_json(out, r)
+        except OSError as e:
+            raise UserError(f"cannot write {out} ({e.strerror or e}); pass another --out") from None
+    except UserError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    print(table(r))
+    print(f"\n{r['total_s']:.0f} s in all; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""The benchmark script at a tiny scale: it runs, writes the JSON it promises, and its values are sane.
+
+No timing is asserted (timings depend on the machine and its load); the checks are on
+structure, units and the correctness figures the benchmark reports (metric differences).
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import run as bench
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--n", "80", "--image-size", "32", "--epochs", "2", "--eval-n", "40", "--workers", "1",
+        "--variants", "amp", "channels_last"]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "sub" / "results.json"
+    assert bench.main([*TINY, "--work", str(tmp / "work"), "--out", str(out)]) == 0
+    return json.loads(out.read_text()), tmp
+
+
+def test_json_records_the_machine_and_the_command(result):
+    r, _ = result
+    m = r["machine"]
+    for key in ("date", "device", "device_name", "cpu", "cores", "usable_cores", "torch_threads", "torch",
+                "loadavg_start", "loadavg_end"):
+        assert key in m, key
+    assert m["cores"] >= 1 and len(m["loadavg_start"]) == 3 and len(m["loadavg_end"]) == 3
+    assert r["device"] == "cpu" or r["device"].startswith(("cuda", "mps"))
+    assert r["command"].startswith("python -m benchmarks.run") and "--n 80" in r["command"]
+    assert r["args"]["n"] == 80 and r["total_s"] > 0
+
+
+def test_data_section(result):
+    d = result[0]["data"]
+    assert d["n_files"] == 80 and d["image_size"] == 32 and d["workers"] == 1
+    assert d["cold_decode_s"] > 0 and d["cold_decode_images_per_s"] == pytest.approx(80 / d["cold_decode_s"])
+    assert d["cached_reload_s"] > 0
+    b = d["batches"]
+    assert b["naive_dataloader_images_per_s"] > 0 and b["project_images_per_s"] > 0
+    assert b["ratio_project_over_naive"] == pytest.approx(b["project_images_per_s"] / b["naive_dataloader_images_per_s"])
+    assert len(list(Path(d["root"]).rglob("*.png"))) == 80  # the generated files the decode measured
+
+
+def test_training_section(result):
+    t = result[0]["train"]
+    assert (t["n_images"], t["n_train"], t["epochs"]) == (80, 56, 2)
+    for name in ("ae", "vae"):
+        r = t[name]
+        assert r["fit_images_per_s"] > 0 and r["compute_bound_images_per_s"] > 0
+        assert r["ratio_fit_over_bound"] == pytest.approx(r["fit_images_per_s"] / r["compute_bound_images_per_s"])
+        assert len(r["epoch_seconds"]) == 2 and all(s > 0 for s in r["epoch_seconds"])
+        assert sum(r["epoch_seconds"]) < r["fit_s"]  # the whole call includes the epochs
+        assert r["steady_epochs_images_per_s"] > 0
+        assert r["fast_paths"]["amp"]["speedup_over_plain_bound"] > 0
+    assert "channels_last" in t["ae"]["fast_paths"] and "channels_last" not in t["vae"]["fast_paths"]
+
+
+def test_evaluation_section_agrees_with_skimage(result):
+    e = result[0]["eval"]
+    assert e["n_images"] == 40
+    for key in ("ssim", "psnr"):
+        assert e[key]["project_images_per_s"] > 0 and e[key]["skimage_images_per_s"] > 0 and e[key]["ratio"] > 0
+    assert e["ssim"]["max_abs_diff"] <= 1e-4
+    assert e["psnr"]["max_abs_diff"] <= 1e-3  # dB
+
+
+def test_memory_and_targets(result):
+    r = result[0]
+    assert r["memory"]["rss_self_mib"] > 10  # torch alone is far more than 10 MiB
+    assert r["memory"]["cuda_max_allocated_mib"] is None or r["device"].startswith("cuda")
+    rows = {t["what"].split(" (")[0].split(",")[0]: t for t in r["targets"]}
+    assert {"fit / compute bound", "project batches / naive PNG DataLoader", "cold decode", "cached reload",
+            "batched SSIM / skimage loop", "SSIM max |diff| vs skimage", "full study on one H100"} <= set(rows)
+    for t in r["targets"]:
+        assert t["met"] in (True, False, None) and "target" in t
+    assert rows["SSIM max |diff| vs skimage"]["met"] is True
+    assert rows["full study on one H100"]["met"] is None  # never claimed by this script
+    assert "measured at a smaller N" in rows["cold decode"]["note"]
+
+
+def test_table_is_printed(result, capsys):
+    r, _ = result
+    text = bench.table(r)
+    assert "targets (issue #6)" in text and "cold decode of 80 PNG files" in text and "ae: fit" in text
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    assert bench.main(["--image-size", "30", "--work", str(tmp_path), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --image-size must be a multiple of 4") and err.count("\n") == 1
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--n", "0"])
+    assert e.value.code == 2
+
+
+def test_runs_as_a_file_too():
+    # `python benchmarks/run.py` has benchmarks/ (not the repository) on sys.path: the script fixes that
+    env = {**os.environ, "COLUMNS": "200"}  # help lines unwrapped
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--help"], cwd=ROOT / "benchmarks",
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "--n N" in p.stdout and "(default: 2000)" in p.stdout

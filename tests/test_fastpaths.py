@@ -1,0 +1,161 @@
+"""Fast paths of the training loop: each one stays within tolerance of the plain path.
+
+bf16 autocast, channels_last and torch.compile are TrainConfig flags (off by default);
+checkpoints are throttled by ``checkpoint_s``; batches come from the resident uint8 set
+in a (seed, epoch) order; a training epoch reads nothing back from the device per step.
+"""
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from src import synthetic
+from src.data import DataConfig
+from src.models import ModelConfig
+from src.regularization import RegConfig
+from src.train import (RunConfig, TrainConfig, TrainingDiverged, epoch_batches, evaluate, fit, load_torch,
+                       save_torch, train_one_epoch)
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from PIL import Image
+
+    big = synthetic.generate(60, seed=1)  # (60, 128, 128)
+    return np.stack([np.asarray(Image.fromarray(f).resize((SIZE, SIZE), Image.BICUBIC)) for f in big])
+
+
+def cfg_for(model="ae", epochs=3, reg="l2", **train):
+    return RunConfig(model=ModelConfig(name=model, image_size=SIZE, vae_hidden=64, vae_latent=16),
+                     reg=RegConfig(kind=reg),
+                     train=TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, progress=False, device="cpu", **train),
+                     data=DataConfig(image_size=SIZE))
+
+
+def _train(tmp_path, faces, name, model, **flags):
+    res = fit(cfg_for(model, **flags), faces, tmp_path / name, log=lambda *_: None)
+    return res, evaluate(res["model"], faces[:20])["clean"]
+
+
+@pytest.mark.parametrize("model", ["ae", "vae"])
+def test_bf16_autocast_changes_results_less_than_a_change_of_seed(tmp_path, faces, model):
+    plain, m_plain = _train(tmp_path, faces, "plain", model)
+    amp, m_amp = _train(tmp_path, faces, "amp", model, amp=True)
+    other, m_other = _train(tmp_path, faces, "seed1", model, seed=1)  # the run-to-run spread of the plain path
+    val = lambda r: r["history"][-1]["val_loss"]  # noqa: E731
+    assert abs(val(amp) - val(plain)) < abs(val(other) - val(plain))
+    assert abs(m_amp["psnr"].mean() - m_plain["psnr"].mean()) < abs(m_other["psnr"].mean() - m_plain["psnr"].mean())
+    assert abs(m_amp["ssim"].mean() - m_plain["ssim"].mean()) < 0.01
+    # the weights are stored in float32 whatever the autocast
+    assert all(v.dtype == torch.float32 for v in amp["best_state"].values())
+
+
+def test_channels_last_gives_the_plain_results(tmp_path, faces):
+    plain, m_plain = _train(tmp_path, faces, "plain", "ae", noise_train=0.1)
+    cl, m_cl = _train(tmp_path, faces, "cl", "ae", noise_train=0.1, channels_last=True)
+    # only the memory layout changes: equal up to float32 summation order
+    assert cl["history"][-1]["val_loss"] == pytest.approx(plain["history"][-1]["val_loss"], rel=1e-5)
+    np.testing.assert_allclose(m_cl["ssim"], m_plain["ssim"], atol=1e-5)
+    for k, v in plain["best_state"].items():
+        torch.testing.assert_close(cl["best_state"][k].contiguous(), v, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["ae", "vae"])
+def test_torch_compile_gives_the_plain_results(tmp_path, faces, model):
+    plain, _ = _train(tmp_path, faces, "plain", model)
+    comp, _ = _train(tmp_path, faces, "comp", model, compile=True)
+    assert comp["history"][-1]["val_loss"] == pytest.approx(plain["history"][-1]["val_loss"], rel=1e-3)
+    assert set(comp["best_state"]) == set(plain["best_state"])  # no "_orig_mod." prefix in checkpoints
+
+
+def test_epoch_batches_visit_every_image_once_in_a_seeded_order():
+    data = torch.arange(50, dtype=torch.uint8).reshape(50, 1, 1).expand(50, 2, 2).contiguous()  # image i is all i
+
+    def order(seed, epoch):
+        batches = list(epoch_batches(data, 16, seed, epoch))
+        assert [b.shape for b in batches] == [(16, 1, 2, 2)] * 3 + [(2, 1, 2, 2)]
+        assert all(b.dtype == torch.float32 for b in batches)
+        return torch.cat([b[:, 0, 0, 0] for b in batches]).mul(255).round().long().tolist()
+
+    first = order(0, 1)
+    assert sorted(first) == list(range(50))
+    assert order(0, 1) == first  # a resumed run shuffles as an uninterrupted one
+    assert order(0, 2) != first and order(1, 1) != first
+
+
+def test_a_training_epoch_reads_nothing_back_per_step(faces, monkeypatch):
+    # Host syncs (float(t), t.item(), bool(t), t.tolist()) in the project's code must not grow with
+    # the number of steps. (torch's Adam reads its step counters, which live on the host by design.)
+    cfg = cfg_for("vae", reg="l1+l2")
+    calls = {"n": 0}
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, **k):
+            if sys._getframe(1).f_globals.get("__name__", "").startswith("src"):
+                calls["n"] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def syncs(n_images):
+        from src.models import build_model
+
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        calls["n"] = 0
+        out = train_one_epoch(model, opt, torch.from_numpy(faces[:n_images]), cfg, epoch=1)
+        return calls["n"], out
+
+    few, out = syncs(16)  # 2 steps
+    many, _ = syncs(48)  # 6 steps
+    assert few == many <= len(out)  # one read per reported quantity, once per epoch
+    assert set(out) == {"loss", "recon", "kl", "penalty"}
+
+
+def test_checkpoints_are_throttled_but_always_written_after_the_last_epoch(tmp_path, faces):
+    res = fit(cfg_for("ae", epochs=3, checkpoint_s=1e9), faces, tmp_path / "r", log=lambda *_: None)
+    last, best = load_torch(tmp_path / "r" / "last.pt"), load_torch(tmp_path / "r" / "best.pt")
+    assert last["epoch"] == 3 and last["best_epoch"] == res["best_epoch"] == best["epoch"]
+    assert all(torch.equal(best["model"][k], v) for k, v in res["best_state"].items())
+
+
+@pytest.mark.parametrize("every,saved", [(0.0, 2), (1e9, None)])
+def test_divergence_names_the_checkpoint_actually_on_disk(tmp_path, faces, monkeypatch, every, saved):
+    import src.train as T
+
+    orig = T.train_one_epoch
+
+    def nan_on_third(model, opt, data, cfg, epoch):
+        out = orig(model, opt, data, cfg, epoch)
+        return {**out, "loss": math.nan} if epoch == 3 else out
+
+    monkeypatch.setattr(T, "train_one_epoch", nan_on_third)
+    with pytest.raises(TrainingDiverged, match="epoch 3") as e:
+        fit(cfg_for("ae", epochs=4, checkpoint_s=every), faces, tmp_path / "r", log=lambda *_: None)
+    if saved is None:  # nothing written yet: the message must not point at a checkpoint
+        assert not (tmp_path / "r" / "last.pt").exists() and "checkpoint" not in str(e.value)
+    else:
+        assert load_torch(tmp_path / "r" / "last.pt")["epoch"] == saved
+        assert f"(epoch {saved})" in str(e.value)
+
+
+def test_a_checkpoint_written_before_the_speed_flags_still_resumes(tmp_path, faces):
+    fit(cfg_for("ae", epochs=1), faces, tmp_path / "r", log=lambda *_: None)
+    ckpt = load_torch(tmp_path / "r" / "last.pt")
+    for key in ("amp", "channels_last", "compile", "checkpoint_s"):  # as an older version wrote it
+        del ckpt["config"]["train"][key]
+    save_torch(ckpt, tmp_path / "r" / "last.pt")
+    res = fit(cfg_for("ae", epochs=2, channels_last=True), faces, tmp_path / "r", resume=True, log=lambda *_: None)
+    assert [r["epoch"] for r in res["history"]] == [1, 2]
+    # a setting that changes the objective is still refused
+    from src.utils import UserError
+
+    with pytest.raises(UserError, match="different configuration"):
+        fit(cfg_for("ae", epochs=3, amp=True), faces, tmp_path / "r", resume=True, log=lambda *_: None)
