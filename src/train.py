@@ -23,6 +23,7 @@ import io
 import math
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CorruptFile(UserError, ValueError):
+    """A stored file is truncated or garbled: a ValueError for callers that redo the work, one line in the CLI."""
+
+
 def save_torch(obj: Any, path: Path) -> None:
     """torch.save through a temp file + rename: a crash never leaves a half checkpoint."""
     with atomic_path(path) as tmp:
@@ -214,11 +219,19 @@ def save_torch(obj: Any, path: Path) -> None:
 
 
 def load_torch(path: Path, map_location: Any = "cpu") -> Any:
-    """torch.load that turns a truncated or garbled file into ``ValueError`` naming it."""
+    """torch.load that turns a truncated or garbled file into ``CorruptFile`` naming it.
+
+    torch.load does not check the CRC-32 its zip container stores for every record, so a
+    flipped byte in tensor data would load silently; ``testzip`` verifies them all first.
+    """
     try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        if bad is not None:
+            raise ValueError(f"checksum mismatch in {bad}")
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # zip errors, unpickling errors, EOF: all mean "corrupt"
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+        raise CorruptFile(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
 
 
 def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
@@ -274,6 +287,7 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
             raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         try:
             ckpt = load_torch(ckpt_path)
+            best_ckpt = load_torch(run_dir / "best.pt")  # written before last.pt: without it "best" is lost
         except ValueError as e:
             warnings.warn(f"{e}; starting this run again from epoch 1", stacklevel=2)
         else:
@@ -284,8 +298,7 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
             _set_rng_state(ckpt["rng"])
             history, best_val, best_epoch = ckpt["history"], ckpt["best_val"], ckpt["best_epoch"]
             start_epoch = ckpt["epoch"] + 1
-            if (run_dir / "best.pt").exists():
-                best_state = load_torch(run_dir / "best.pt")["model"]
+            best_state = best_ckpt["model"]
             log(f"resuming {run_dir} after epoch {ckpt['epoch']}")
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -332,9 +345,10 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
 
 
 def is_trained(run_dir: str | Path, epochs: int) -> bool:
-    """True if ``run_dir/last.pt`` is readable and has reached ``epochs``."""
+    """True if ``run_dir/last.pt`` is readable and has reached ``epochs``, and ``best.pt`` is readable."""
     try:
-        return load_torch(Path(run_dir) / "last.pt")["epoch"] >= epochs
+        run_dir = Path(run_dir)
+        return load_torch(run_dir / "last.pt")["epoch"] >= epochs and load_torch(run_dir / "best.pt") is not None
     except (ValueError, FileNotFoundError, KeyError):
         return False
 
