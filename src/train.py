@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
+import json
 import math
 import time
 import warnings
@@ -433,8 +435,14 @@ def evaluate_run(run_dir: str | Path, images: np.ndarray,
         arrays.update({f"{name}/{cond}/{k}": v for cond, vals in per.items() for k, v in vals.items()})
     save_npz(run_dir / "per_image.npz", arrays)
     result["per_image"] = "per_image.npz"
-    write_json(run_dir / "metrics.json", result)
+    write_json(run_dir / "metrics.json", {**result, "sha256": _checksum(result)})
     return result
+
+
+def _checksum(m: dict[str, Any]) -> str:
+    """sha256 of a metrics dict without its "sha256" key (JSON floats round-trip exactly)."""
+    body = json.dumps({k: v for k, v in m.items() if k != "sha256"}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
@@ -444,8 +452,11 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
         return None
     try:
         m = read_json(path)
-        if not all(k in m for k in ("val", "test", "conditions")):
+        if not isinstance(m, dict) or not all(k in m for k in ("val", "test", "conditions")):
             raise ValueError(f"{path} lacks val/test/conditions")
+        digest = m.pop("sha256", None)  # files written before the checksum existed have none
+        if digest is not None and digest != _checksum(m):
+            raise ValueError(f"{path} fails its checksum (changed or damaged after it was written)")
         return m
     except ValueError as e:
         warnings.warn(f"{e}; this run will be evaluated again", stacklevel=2)
