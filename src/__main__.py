@@ -11,6 +11,8 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -212,6 +214,8 @@ def _report(out: Path, figures: Path, readme: str) -> int:
     return 0
 
 
+_IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate,
             "reproduce": cmd_reproduce, "report": cmd_report}
 
@@ -224,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")
+        return 2
+    except OSError as e:  # the machine, not the code: say what failed and where, in one line
+        if e.errno not in _IO_ERRNOS:
+            raise
+        fix = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "choose a writable --out"
+        sys.stderr.write(f"error: {os.strerror(e.errno).lower()}: {e.filename or 'a file'}; results and "
+                         f"checkpoints written before are kept: {fix} and run the same command again "
+                         "(train: with --resume)\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; finished runs and checkpoints are kept, re-run the same command to continue\n")

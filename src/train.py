@@ -215,9 +215,15 @@ class CorruptFile(UserError, ValueError):
 
 
 def save_torch(obj: Any, path: Path) -> None:
-    """torch.save through a temp file + rename: a crash never leaves a half checkpoint."""
+    """torch.save through a temp file + rename: a crash never leaves a half checkpoint.
+
+    Serialized in memory first: torch's own file writer reports a full disk as an opaque
+    RuntimeError, a plain write raises ``OSError(ENOSPC)`` that the CLI can explain.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getbuffer())
 
 
 def load_torch(path: Path, map_location: Any = "cpu") -> Any:
