@@ -42,6 +42,13 @@ def _pos_int(s: str) -> int:
     return v
 
 
+def _fractions(s: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(f) for f in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions like 0.7,0.1,0.2, got {s}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .experiments import MODEL_NAMES, PRESETS
     from .regularization import KINDS
@@ -75,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--limit", type=_pos_int, default=None, help="use only the first N images")
     t.add_argument("--image-size", type=_pos_int, default=128, help="images are resized to this")
+    t.add_argument("--split", type=_fractions, default=(0.7, 0.1, 0.2), metavar="TRAIN,VAL,TEST",
+                   help="split fractions, summing to 1")
     _common(t)
     t.add_argument("--out", default=None, help="run folder (default: runs/<model>-<reg>)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
@@ -149,7 +158,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .train import RunConfig, TrainConfig, fit
 
     latent = {} if a.latent is None else ({"vae_latent": a.latent} if a.model == "vae" else {"ae_latent": a.latent})
-    data_cfg = DataConfig(root=a.data, image_size=a.image_size, limit=a.limit, strict=a.strict)
+    data_cfg = DataConfig(root=a.data, image_size=a.image_size, limit=a.limit, strict=a.strict, split=a.split)
     cfg = RunConfig(model=ModelConfig(name=a.model, image_size=a.image_size, **latent),
                     reg=RegConfig(kind=a.reg, l1=a.l1, l2=a.l2),
                     train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, beta=a.beta,
