@@ -7,6 +7,7 @@ Commands:
   evaluate        write RUN_DIR/metrics.json (val/test x clean/noisy)
   reproduce       the whole study: grid, summary, figures, tables, README section
   report          figures and tables again from stored results, without training
+  rd              rate-distortion curves (real bytes) of a finished grid vs PCA, JPEG, WebP, JPEG 2000
 """
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def _fractions(s: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .compression import CODERS
     from .experiments import MODEL_NAMES, PRESETS
+    from .rd import RD_PRESETS
     from .regularization import KINDS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -102,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--figures", default=None, help="figure folder (default: Figures, or OUT/Figures for smoke)")
     r.add_argument("--readme", default=None,
                    help="README whose results section is replaced (default: README.md, none for smoke)")
+
+    rd = sub.add_parser("rd", help="rate-distortion JSON (real bytes) from a finished grid", formatter_class=fmt)
+    rd.add_argument("runs_dir", help="output folder of reproduce")
+    rd.add_argument("--sweep", choices=sorted(RD_PRESETS), default=None,
+                    help="size of the sweep (default: the grid's preset)")
+    rd.add_argument("--coder", choices=("auto", *CODERS), default="auto", help="lossless coder of the latents")
+    rd.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
 
     rp = sub.add_parser("report", help="figures and tables from stored results only", formatter_class=fmt)
     rp.add_argument("runs_dir", help="output folder of reproduce")
@@ -208,7 +218,27 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     figures = Path(a.figures) if a.figures else (out / "Figures" if smoke else Path("Figures"))
     readme = a.readme if a.readme is not None else ("" if smoke else "README.md")
     run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
+    _rd(out, preset.name, "auto", a.device, force=False)  # a finished grid with current curves: nothing to do
     return _report(out, figures, readme)
+
+
+def cmd_rd(a: argparse.Namespace) -> int:
+    from .report import load_summary
+
+    preset = a.sweep or ((load_summary(Path(a.runs_dir)).get("grid") or {}).get("preset") or {}).get("name", "quick")
+    _rd(Path(a.runs_dir), preset, a.coder, a.device)
+    return 0
+
+
+def _rd(out: Path, preset: str, coder: str, device: str, force: bool = True) -> None:
+    from dataclasses import replace
+
+    from .rd import RD_PRESETS, RDConfig, run_rd
+    from .train import pick_device
+
+    index = run_rd(out, replace(RD_PRESETS.get(preset, RDConfig()), coder=coder), device=pick_device(device),
+                   force=force)
+    print(f"rd: {len(index['methods'])} curves on {index['n_test']} test images in {out / 'rd'}")
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -225,7 +255,7 @@ def _report(out: Path, figures: Path, readme: str) -> int:
 
 _IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "rd": cmd_rd,
             "reproduce": cmd_reproduce, "report": cmd_report}
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure  # no pyplot: no global backend state, safe in notebooks and headless
 
-from . import noise
+from . import noise, rd
 from .data import DataConfig, load_images, split_indices, to_float
 from .regularization import KINDS
 from .train import EVAL_BATCH, eval_generator, load_run, read_history, reconstruct
@@ -212,7 +212,8 @@ def image_figures(runs_dir: Path, summary: dict, figures: Path, model: str, x: t
 
 # ---------------------------------------------------------------- README section
 
-def results_markdown(summary: dict, figures_rel: str) -> str:
+def results_markdown(summary: dict, figures_rel: str, notes: dict[str, str] | None = None) -> str:
+    """The README results section; ``notes`` = {model: line under its main table} (bytes per image)."""
     g = summary.get("grid") or {}
     p = g.get("preset", {})
     sigma = p.get("noise_sigma", 0.1)
@@ -237,6 +238,7 @@ def results_markdown(summary: dict, figures_rel: str) -> str:
     for model in ("ae", "vae"):
         f = FIGURES[model]
         lines += [f"#### {MODEL_LABEL[model]}: clean-trained, clean inputs", "", main_table(summary, model), "",
+                  *([(notes or {})[model], ""] if (notes or {}).get(model) else []),
                   f"![{model} reconstructions]({figures_rel}/{f['recon']})", ""]
         lines += [f"![{model} loss]({figures_rel}/{n})" for n in f["loss"]] + [""]
     lines += [f"#### Noise robustness (test split, Gaussian σ = {sigma:g})", "", noise_table(summary, sigma), ""]
@@ -270,13 +272,18 @@ def report(runs_dir: str | Path, figures: str | Path = "Figures", readme: str | 
     summary = load_summary(runs_dir)
     if not summary["runs"]:
         raise UserError(f"{runs_dir}/summary.json lists no finished runs")
+    from . import analysis  # its figures, tables and README blocks (src/analysis.py)
+
+    if analysis.is_analysis(summary):  # own figure folder and README blocks; the results section is kept
+        return analysis.analysis_report(runs_dir, figures, readme, summary)
     written: list[Path] = []
     models = sorted({r["model"] for r in summary["runs"]}, key=list(MODEL_LABEL).index)
     _, x = _test_images(runs_dir, summary)
     for model in models:
         written += model_figures(runs_dir, figures, model, summary, x)
+    written += rd.rd_figures(runs_dir, figures)  # only when runs_dir/rd exists (python -m src rd)
     rel = os.path.relpath(figures, Path(readme).parent if readme else runs_dir).replace(os.sep, "/")
-    section = results_markdown(summary, rel)
+    section = results_markdown(summary, rel, rd.bytes_notes(runs_dir)) + rd.rd_markdown(runs_dir, rel)
     written.append(write_text(runs_dir / "tables.md", section + "\n"))
     if readme:
         update_readme(Path(readme), section)

@@ -12,7 +12,8 @@ from src.experiments import PRESETS, grid_configs
 from src.data import DataConfig
 
 FIGS = ["AE_reg_images2.png", "AE_loss.png", "AE_noise_reg_images.png", "vae_reg_images_2.png",
-        "VAE_train_loss.png", "VAE_val_loss.png", "VAE_noise_reg_images.png"]
+        "VAE_train_loss.png", "VAE_val_loss.png", "VAE_noise_reg_images.png",
+        "rd_psnr.png", "rd_ssim.png"]  # reproduce runs the (reduced) rate-distortion sweep of src.rd
 
 
 @pytest.fixture(scope="module")
