@@ -36,7 +36,7 @@ from PIL import Image
 
 import src.train as T
 from src import synthetic
-from src.__main__ import main
+from src.__main__ import build_parser, main
 from src.data import load_images
 from src.experiments import PRESETS, check_output_dir, grid_lock, run_grid
 from src.train import CorruptFile, load_torch, read_history, read_metrics
@@ -599,6 +599,7 @@ def test_read_only_output_folder(workspace, capsys, reliability):
 
 def as_nobody(fn) -> tuple[int, list[str]]:
     """Run ``fn()`` in a forked child as uid/gid 65534; return (its return value as exit code, stderr lines)."""
+    build_parser()  # imports every module the CLI needs now: that user may not read the Python installation
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
