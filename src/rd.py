@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +32,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import compression as C
-from .data import DataConfig, load_images, split_indices, to_float
+from .data import load_images, split_indices, to_float
 from .metrics import all_metrics, psnr, ssim
 from .train import EVAL_BATCH, RunConfig, fit, is_trained, load_run
 from .utils import UserError, read_json, write_json
@@ -163,13 +164,13 @@ def curve(name: str, description: str, points: list[dict[str, Any]]) -> dict[str
 
 # ---------------------------------------------------------------- the study
 
-def _grid_data(runs_dir: Path, summary: dict) -> tuple[dict[str, np.ndarray], RunConfig]:
-    """Train and test images of the grid's dataset and split (from a run's stored config)."""
+def _grid_data(runs_dir: Path, summary: dict) -> dict[str, np.ndarray]:
+    """{"all", "train", "val", "test"}: (N, S, S) uint8 images of the grid's dataset and split (from a stored config)."""
     cfg = RunConfig.from_dict(read_json(runs_dir / summary["runs"][0]["run"] / "config.json"))
     d = cfg.data
     faces = load_images(d.root, d.image_size, limit=d.limit, cache_dir=d.cache_dir, progress=False)
     split = split_indices(len(faces.images), d.split, d.split_seed)
-    return {"all": faces.images, **{k: np.asarray(faces.images[v]) for k, v in split.items()}}, cfg
+    return {"all": faces.images, **{k: np.asarray(faces.images[v]) for k, v in split.items()}}
 
 
 def _variant(runs_dir: Path, base: RunConfig, model: str, latent: int, images: np.ndarray,
@@ -200,6 +201,47 @@ def _fingerprint(runs_dir: Path, summary: dict, cfg: RDConfig) -> dict[str, Any]
                                             for k, p in sorted(best.items())}}
 
 
+def _model_curves(runs_dir: Path, summary: dict, cfg: RDConfig, data: dict[str, np.ndarray], test: np.ndarray,
+                  device: str | torch.device, log: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """b sweeps of the grid's clean, unregularized AE and VAE (lowest seed) and of the extra latent sizes."""
+    cells = {(r["model"], r["reg"], r["noise_train"]): r["run"] for r in summary["runs"]
+             if r["seed"] == min(x["seed"] for x in summary["runs"])}
+    runs = [(m, runs_dir / cells[(m, "none", 0.0)], None) for m in ("ae", "vae") if (m, "none", 0.0) in cells]
+    if not runs:
+        raise UserError(f"{runs_dir} has no finished clean-trained, unregularized run; run the grid first")
+    for m, run, _ in list(runs):
+        run_cfg = RunConfig.from_dict(read_json(run / "config.json"))
+        for latent in (cfg.ae_latents if m == "ae" else cfg.vae_latents):
+            runs.append((m, _variant(runs_dir, run_cfg, m, latent, data["all"], log), latent))
+    curves, models = {}, {}
+    for m, run, latent in runs:
+        net, run_cfg = load_run(run, device)
+        shape = "x".join(map(str, _latent_shape(net)))
+        key, label = (m, m.upper()) if latent is None else (f"{m}-latent{latent}", f"{m.upper()} (latent {shape})")
+        what = {"ae": "feature map z", "vae": "posterior mean mu"}[m]
+        log(f"rd: {key} ({shape} latent), b in {list(cfg.bits)}")
+        curves[key] = curve(label, f"{m.upper()} {run.name}: {what} ({shape}) quantized per image to b bits, "
+                                   f"{cfg.coder} coder, 9-byte header counted; sweep over b",
+                            model_points(net, test, cfg.bits, cfg.coder))
+        models[key] = {"run": run.relative_to(runs_dir).as_posix(), "latent_shape": list(_latent_shape(net)),
+                       "float32_bytes": 4 * int(np.prod(_latent_shape(net))), "epochs": run_cfg.train.epochs}
+    return curves, models
+
+
+def _codec_curves(cfg: RDConfig, test: np.ndarray, log: Callable[[str], None]) -> dict[str, dict]:
+    curves = {}
+    for codec, settings in (("jpeg", cfg.jpeg), ("webp", cfg.webp), ("jpeg2000", cfg.jpeg2000)):
+        if not C.codec_available(codec):
+            log(f"rd: warning: this Pillow cannot write {codec}; skipped")
+            continue
+        log(f"rd: {codec}, settings {list(settings)}")
+        fmt, _, options = C.CODECS[codec]
+        curves[codec] = curve({"jpeg": "JPEG", "webp": "WebP", "jpeg2000": "JPEG 2000"}[codec],
+                              f"Pillow {fmt} {options}, whole file bytes (headers included)",
+                              codec_points(codec, settings, test))
+    return curves
+
+
 def run_rd(runs_dir: str | Path, cfg: RDConfig = RDConfig(), device: str | torch.device = "cpu",
            log: Callable[[str], None] = print, force: bool = True) -> dict[str, Any]:
     """Compute every curve of a finished grid and write ``runs_dir/rd/*.json``; returns the index.
@@ -210,68 +252,41 @@ def run_rd(runs_dir: str | Path, cfg: RDConfig = RDConfig(), device: str | torch
 
     runs_dir = Path(runs_dir)
     summary = load_summary(runs_dir)
-    fingerprint = _fingerprint(runs_dir, summary, cfg)
+    if not summary["runs"]:
+        raise UserError(f"{runs_dir}/summary.json lists no finished runs")
+    fingerprint = json.loads(json.dumps(_fingerprint(runs_dir, summary, cfg)))  # as it reads back from JSON
     loaded = None if force else load_rd(runs_dir)
-    if loaded and loaded[0].get("fingerprint") == json.loads(json.dumps(fingerprint)):
+    if loaded and loaded[0].get("fingerprint") == fingerprint:
         log(f"rd: {runs_dir / RD_DIR} is up to date")
         return loaded[0]
-    base = {(r["model"], r["reg"], r["noise_train"], r["seed"]): r["run"] for r in summary["runs"]}
-    seed = min((k[3] for k in base if k[1] == "none" and k[2] == 0.0), default=None)
-    if seed is None:
-        raise UserError(f"{runs_dir} has no finished clean-trained, unregularized run; run the grid first")
-    data, grid_cfg = _grid_data(runs_dir, summary)
-    test = data["test"][:cfg.max_images]
+    started = time.perf_counter()
+    data = _grid_data(runs_dir, summary)
+    train, test = data["train"], data["test"][:cfg.max_images]
     pixels = test.shape[1] * test.shape[2]
-    g = summary.get("grid") or {}
-    rd = runs_dir / RD_DIR
-    curves: dict[str, dict] = {}
-    models: dict[str, dict] = {}
-    label = {"ae": "AE", "vae": "VAE"}
-    runs = [(m, runs_dir / base[(m, "none", 0.0, seed)], None) for m in ("ae", "vae") if (m, "none", 0.0, seed) in base]
-    for m, run, _ in list(runs):
-        run_cfg = RunConfig.from_dict(read_json(run / "config.json"))
-        for latent in (cfg.ae_latents if m == "ae" else cfg.vae_latents):
-            runs.append((m, _variant(runs_dir, run_cfg, m, latent, data["all"], log), latent))
-    for m, run, latent in runs:
-        net, run_cfg = load_run(run, device)
-        shape = _latent_shape(net)
-        key = m if latent is None else f"{m}-latent{latent}"
-        what = {"ae": "feature map z", "vae": "posterior mean mu"}[m]
-        log(f"rd: {key} ({'x'.join(map(str, shape))} latent), b in {list(cfg.bits)}")
-        curves[key] = curve(f"{label[m]}" + ("" if latent is None else f" (latent {'x'.join(map(str, shape))})"),
-                            f"{label[m]} {run.name}: {what} ({'x'.join(map(str, shape))}) quantized per image to b "
-                            f"bits, {cfg.coder} coder, 9-byte header counted; sweep over b",
-                            model_points(net, test, cfg.bits, cfg.coder))
-        models[key] = {"run": str(run.relative_to(runs_dir)), "latent_shape": list(shape),
-                       "float32_bytes": 4 * int(np.prod(shape)), "epochs": run_cfg.train.epochs}
+    curves, models = _model_curves(runs_dir, summary, cfg, data, test, device, log)
+
     log(f"rd: PCA, k in {list(cfg.pca_k)}")
     ref_k = _table_pca_k(summary)  # the PCA row of the main tables, quoted at the reference b
-    pca = C.PCA(max(cfg.pca_k + ((ref_k,) if ref_k else ()))).fit(data["train"])
-    curves["pca"] = curve("PCA", f"PCA fit on the {len(data['train'])} training images; coefficients quantized "
-                          f"and coded like the latents; Pareto front (by PSNR) over k in {list(cfg.pca_k)} x b in "
-                          f"{list(cfg.bits)}", pca_points(pca, test, cfg.pca_k, cfg.bits, cfg.coder, front_only=True))
+    pca = C.PCA(max(cfg.pca_k + ((ref_k,) if ref_k else ()))).fit(train)
+    curves["pca"] = curve("PCA", f"PCA fit on the {len(train)} training images; coefficients quantized and coded "
+                                 f"like the latents; Pareto front (by PSNR) over k in {list(cfg.pca_k)} x b in "
+                                 f"{list(cfg.bits)}", pca_points(pca, test, cfg.pca_k, cfg.bits, cfg.coder, True))
     pca_ref = pca_points(pca, test, (ref_k,), (REFERENCE_BITS,), cfg.coder)[0] if ref_k else None
-    for codec, settings in (("jpeg", cfg.jpeg), ("webp", cfg.webp), ("jpeg2000", cfg.jpeg2000)):
-        if not C.codec_available(codec):
-            log(f"rd: warning: this Pillow cannot write {codec}; skipped")
-            continue
-        log(f"rd: {codec}, settings {list(settings)}")
-        fmt, _, options = C.CODECS[codec]
-        curves[codec] = curve({"jpeg": "JPEG", "webp": "WebP", "jpeg2000": "JPEG 2000"}[codec],
-                              f"Pillow {fmt} {options}, whole file bytes (headers included)",
-                              codec_points(codec, settings, test))
-    mean_img = to_float(data["train"]).mean(0, keepdim=True)
+
+    curves.update(_codec_curves(cfg, test, log))
+    mean_img = to_float(train).mean(0, keepdim=True).expand(len(test), -1, -1, -1)  # (N, 1, S, S)
     curves["mean"] = curve("mean image", "the mean training image for every test image: 0 bytes per image",
-                           [_point("-", np.zeros(1), pixels, all_metrics(mean_img.expand(len(test), -1, -1, -1),
-                                                                          to_float(test)))])
+                           [_point("-", np.zeros(1), pixels, all_metrics(mean_img, to_float(test)))])
     for key, c in curves.items():
-        write_json(rd / f"{key}.json", c)
+        write_json(runs_dir / RD_DIR / f"{key}.json", c)
+    g = summary.get("grid") or {}
     index = {"dataset": g.get("dataset"), "source": g.get("source"), "preset": (g.get("preset") or {}).get("name"),
-             "device": g.get("device"), "date": dt.date.today().isoformat(), "image_size": int(test.shape[1]),
-             "raw_bytes": pixels, "n_test": len(test), "n_train": len(data["train"]), "coder": cfg.coder,
-             "config": asdict(cfg), "models": models, "reference_bits": REFERENCE_BITS,
-             "pca_reference": pca_ref, "methods": {k: f"{k}.json" for k in curves}, "fingerprint": fingerprint}
-    write_json(rd / "index.json", index)
+             "grid_device": g.get("device"), "date": dt.date.today().isoformat(),
+             "seconds": round(time.perf_counter() - started, 1), "image_size": int(test.shape[1]),
+             "raw_bytes": pixels, "n_test": len(test), "n_train": len(train), "coder": cfg.coder,
+             "config": asdict(cfg), "models": models, "reference_bits": REFERENCE_BITS, "pca_reference": pca_ref,
+             "methods": {k: f"{k}.json" for k in curves}, "fingerprint": fingerprint}
+    write_json(runs_dir / RD_DIR / "index.json", index)
     return index
 
 
@@ -441,12 +456,12 @@ def rd_markdown(runs_dir: str | Path, figures_rel: str) -> str:
         + (f"; dashed: extra latent sizes trained by `rd` with the same settings ({', '.join(variants)})."
            if variants else "."), "",
         f"![PSNR vs bpp]({figures_rel}/{FIGURE_NAMES[0]})", f"![SSIM vs bpp]({figures_rel}/{FIGURE_NAMES[1]})", "",
-        "Each method's measured point nearest the target rate (shown only within a factor 1.5 of it), and its "
-        "PSNR / SSIM *interpolated* at the target (linear in log bpp between the two measured points around it; "
-        "— where the curve does not reach the target). Ratio = raw bytes / coded bytes.", "",
+        ("Each method's measured point nearest the target rate (shown only within a factor 1.5 of it), and its "
+         "PSNR / SSIM *interpolated* at the target (linear in log bpp between the two measured points around it; "
+         "— where the curve does not reach the target). Ratio = raw bytes / coded bytes."), "",
         matched_rate_table(index, curves), "",
         "At equal bytes (interpolated):", "", *verdicts(index, curves), "",
-        f"JSON per method (CompressAI's format): `rd/*.json` in the run folder.", "",
+        "JSON per method (CompressAI's format): `rd/*.json` in the run folder.", "",
     ]
     return "\n".join(lines)
 

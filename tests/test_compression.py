@@ -201,7 +201,7 @@ def test_reproduce_writes_one_compressai_json_per_method(grid):
     index = json.loads((d / "index.json").read_text())
     assert set(index["methods"]) == METHODS
     assert index["preset"] == "smoke" and index["source"] == "sample" and index["raw_bytes"] == 32 * 32
-    for key, name in index["methods"].items():
+    for name in index["methods"].values():
         c = json.loads((d / name).read_text())
         assert set(c) == {"name", "description", "results"} and c["name"] and c["description"]
         r = c["results"]
