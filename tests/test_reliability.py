@@ -253,11 +253,31 @@ def smoke(faces, tmp_path_factory):
     proc = Proc(["reproduce", *SMOKE, "--data", faces, "--out", root / "ref"], cwd=root)
     assert proc.wait() == 0, proc.err[-10:]
     total = time.monotonic() - proc.t0
-    startup = proc.out[0][0]
     summary = json.loads((root / "ref" / "summary.json").read_text())
     assert len(summary["runs"]) == 16
     return SimpleNamespace(root=root, data=faces, ref=root / "ref", summary=summary, cache=root / "data",
-                           startup=startup, work=total - startup)
+                           phases=phases(proc.out, total))
+
+
+def phase_key(line: str) -> str:
+    """The step of reproduce a log line starts: a run's name, or the line's first word (data, rd, report, ...)."""
+    m = re.match(r"\[\d+/\d+\] (\S+)", line)
+    if m:
+        return m[1]
+    return "todo" if "already finished" in line else line.split(":")[0].split()[0]
+
+
+def phases(lines: list[tuple[float, str]], end: float) -> list[list]:
+    """[key, start, end] of each step of a run, from its timestamped log lines (steps of one line merged)."""
+    out: list[list] = []
+    for t, line in lines:
+        key = phase_key(line)
+        if out and out[-1][0] == key:
+            continue
+        if out:
+            out[-1][2] = t
+        out.append([key, t, end])
+    return out
 
 
 @pytest.fixture
@@ -284,32 +304,43 @@ def kill_and_resume(smoke, tmp_path, reliability, n_kills: int, seed: int):
     out, cwd = tmp_path / "out", tmp_path
     args = ["reproduce", *SMOKE, "--data", smoke.data, "--out", out]
     rng = random.Random(seed)
-    # One kill moment in each of n equal slices of the uninterrupted run's working time (after its start-up):
-    # the restarts resume, so the i-th kill lands near moment i of the whole run.
-    moments = [rng.uniform(i + 0.05, i + 0.95) * smoke.work / n_kills for i in range(n_kills)]
-    granted, kills, junked, log = 0.0, 0, {}, []
-    attempts, finished_tail = 0, smoke.work
+    steps = smoke.phases
+    index = {key: i for i, (key, _, _) in enumerate(steps)}
+    start, end = steps[0][1], steps[-1][2]
+    # One kill moment in each of n equal slices of the uninterrupted run (after its start-up), located by the
+    # step it falls in (a run's training, the curves, the report) and its offset in that step, so that the
+    # restarts, which redo nothing finished, are killed at that point of the work whatever the machine's load.
+    targets = []
+    for i in range(n_kills):
+        moment = start + rng.uniform(i + 0.05, i + 0.95) * (end - start) / n_kills
+        step = max(k for k, (_, t0, _) in enumerate(steps) if t0 <= moment)
+        targets.append((step, moment - steps[step][1]))
+    kills, junked, log = 0, {}, []
     while kills < n_kills:
-        attempts += 1
-        assert attempts <= 3 * n_kills, "the grid kept finishing before the kill moments"
-        proc = Proc(args, cwd)
-        assert proc.started.wait(WAIT)
-        if kills < len(moments) and moments[kills] > granted:
-            delay = moments[kills] - granted
-        else:  # the grid already finished: kill its re-run (summary, curves, report) at a random moment
-            delay = rng.uniform(0.05, 0.9) * finished_tail
-        time.sleep(delay)
-        if proc.p.poll() is None:
-            proc.p.send_signal(signal.SIGKILL)
-            proc.wait()
+        assert len(log) < 3 * n_kills, "the grid kept finishing before the kill moments"
+        step, offset = targets[min(kills, n_kills - 1)]
+        proc, seen, trigger = Proc(args, cwd), 0, None
+        while proc.p.poll() is None:
+            for _, line in proc.out[seen:]:
+                at = index.get(phase_key(line), -1)
+                if trigger is None and at >= step:  # a later step: the target one had nothing left to do
+                    delay = offset if at == step else rng.uniform(0, steps[at][2] - steps[at][1])
+                    trigger, hit = time.monotonic() + delay, f"{steps[at][0]} + {delay:.2f}s"
+            seen = len(proc.out)
+            if trigger is not None and time.monotonic() >= trigger:
+                proc.p.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        rc = proc.wait()
+        if rc == -signal.SIGKILL:
             kills += 1
             reliability["kills"] += 1
-            granted += delay
-            log.append(f"kill {kills} after {delay:.2f}s of work, during: {proc.last_line()}")
+            log.append(f"kill {kills} at {hit}, during: {proc.last_line()}")
         else:
-            assert proc.wait() == 0, proc.err[-10:]
-            finished_tail = time.monotonic() - proc.t0 - proc.out[0][0]
-            granted = max(granted, smoke.work)
+            assert rc == 0, proc.err[-10:]
+            log.append("finished before its kill moment")
+            tail = time.monotonic() - proc.t0 - proc.out[0][0]  # the grid is done: kill its re-runs
+            targets[kills:] = [(0, rng.uniform(0.05, 0.95) * tail) for _ in targets[kills:]]
         # nothing a kill left behind may look complete without being complete
         checked, temps = check_artifacts(out, cwd / "data")
         reliability["intact"] += checked
@@ -320,7 +351,7 @@ def kill_and_resume(smoke, tmp_path, reliability, n_kills: int, seed: int):
                 junked[t] = junk
     proc = Proc(args, cwd)
     assert proc.wait() == 0, proc.err[-10:]
-    print(f"\n{len(log)} SIGKILLs (seed {seed}, uninterrupted work {smoke.work:.1f}s):\n  " + "\n  ".join(log))
+    print(f"\n{kills} SIGKILLs (seed {seed}, uninterrupted run {end:.1f}s):\n  " + "\n  ".join(log))
 
     final = json.loads((out / "summary.json").read_text())
     assert final["runs"] == smoke.summary["runs"]  # every metric of every run, exactly
