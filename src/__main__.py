@@ -7,6 +7,7 @@ Commands:
   evaluate        write RUN_DIR/metrics.json (val/test x clean/noisy)
   reproduce       the whole study: grid, summary, figures, tables, README section
   report          figures and tables again from stored results, without training
+  analyze         noise sweep of a finished grid (evaluation only), its figures and claim verdicts
   rd              rate-distortion curves (real bytes) of a finished grid vs PCA, JPEG, WebP, JPEG 2000
 """
 from __future__ import annotations
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run the whole study, then the report", formatter_class=fmt)
     r.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="size of the study")
     _common(r)
+    r.add_argument("--seeds", type=_pos_int, default=None, metavar="N",
+                   help="seeds 0..N-1 per grid cell (default: the preset's)")
     r.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
     r.add_argument("--figures", default=None, help="figure folder (default: Figures, or OUT/Figures for smoke)")
     r.add_argument("--readme", default=None,
@@ -112,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="size of the sweep (default: the grid's preset)")
     rd.add_argument("--coder", choices=("auto", *CODERS), default="auto", help="lossless coder of the latents")
     rd.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+
+    an = sub.add_parser("analyze", help="noise sweep of a finished grid, its figures, tables and claim verdicts",
+                        formatter_class=fmt)
+    an.add_argument("runs_dir", help="output folder of reproduce")
+    an.add_argument("--figures", default="Figures", help="figures go to FIGURES/<preset>/")
+    an.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
 
     rp = sub.add_parser("report", help="figures and tables from stored results only", formatter_class=fmt)
     rp.add_argument("runs_dir", help="output folder of reproduce")
@@ -213,12 +222,21 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     from .experiments import PRESETS, run_grid
 
     preset = PRESETS[a.preset]
+    if a.seeds is not None:
+        from dataclasses import replace
+
+        preset = replace(preset, seeds=tuple(range(a.seeds)))
     out = Path(a.out or f"runs/{preset.name}")
     smoke = preset.name == "smoke"
     figures = Path(a.figures) if a.figures else (out / "Figures" if smoke else Path("Figures"))
     readme = a.readme if a.readme is not None else ("" if smoke else "README.md")
     run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
-    _rd(out, preset.name, "auto", a.device, force=False)  # a finished grid with current curves: nothing to do
+    if preset.name.startswith("analysis"):
+        from .analysis import run_analysis
+
+        run_analysis(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
+    else:  # the analysis report has no rate-distortion section: its CPU budget goes to the sweeps
+        _rd(out, preset.name, "auto", a.device, force=False)  # a finished grid with current curves: nothing to do
     return _report(out, figures, readme)
 
 
@@ -241,6 +259,16 @@ def _rd(out: Path, preset: str, coder: str, device: str, force: bool = True) -> 
     print(f"rd: {len(index['methods'])} curves on {index['n_test']} test images in {out / 'rd'}")
 
 
+def cmd_analyze(a: argparse.Namespace) -> int:
+    from .analysis import analysis_report, noise_sweep
+    from .train import pick_device
+
+    noise_sweep(Path(a.runs_dir), pick_device(a.device))
+    written = analysis_report(Path(a.runs_dir), Path(a.figures), readme=None, grid_figures=False)
+    print(f"analyze: {len(written)} files written; tables and verdicts in {Path(a.runs_dir) / 'analysis.md'}")
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     return _report(Path(a.runs_dir), Path(a.figures), a.readme)
 
@@ -256,7 +284,7 @@ def _report(out: Path, figures: Path, readme: str) -> int:
 _IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "rd": cmd_rd,
-            "reproduce": cmd_reproduce, "report": cmd_report}
+            "reproduce": cmd_reproduce, "report": cmd_report, "analyze": cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

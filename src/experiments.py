@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from .compression import baseline_metrics
@@ -58,6 +59,14 @@ PRESETS = {
                     epochs=20, batch_size=128, image_size=128, limit=2000, sample_size=2000, seeds=(0,)),
     "full": Preset("full", "the original protocol: whole dataset, 200 epochs, batch 128; for a GPU",
                    epochs=200, batch_size=128, image_size=128, limit=None, sample_size=70000, seeds=(0, 1, 2)),
+    # The analysis presets add noise sweeps and parameter sweeps (src/analysis.py) to the grid.
+    "analysis": Preset("analysis", "parameter analysis in <= 30 min on 2 idle CPU cores: 1,000 faces at 64x64, "
+                       "12 epochs, batch 64, 3 seeds; sweeps with 1 seed",
+                       epochs=12, batch_size=64, image_size=64, limit=1000, sample_size=2000, seeds=(0, 1, 2)),
+    "analysis-full": Preset("analysis-full", "parameter analysis on the full protocol (whole dataset, 128x128, "
+                            "200 epochs, 3 seeds for grid and sweeps); for a GPU",
+                            epochs=200, batch_size=128, image_size=128, limit=None, sample_size=70000,
+                            seeds=(0, 1, 2)),
 }
 
 
@@ -136,17 +145,27 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
         old = _read_json_or_none(out / "grid.json")
         write_json(out / "grid.json", {**info, "started": (old or info)["started"]})
         configs = grid_configs(preset, data_cfg, device, progress, models)
-        todo = [name for name in configs if read_metrics(out / name) is None]
-        log(f"{len(configs) - len(todo)} of {len(configs)} runs already finished; {len(todo)} to do")
-        for i, name in enumerate(todo, 1):
-            log(f"[{i}/{len(todo)}] {name}")
-            cfg = configs[name]
-            if not is_trained(out / name, cfg.train.epochs):
-                fit(cfg, faces.images, out / name, resume=True, log=log)
-            evaluate_run(out / name, faces.images, _conditions(preset), device=dev)
+        todo = run_configs(configs, out, faces.images, _conditions(preset), dev, log)
         if not (out / "baselines.json").exists() or todo:
             write_baselines(out, faces, data_cfg)
         return write_summary(out)
+
+
+def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, conditions: list[tuple[str, float]],
+                device: torch.device, log=print) -> list[str]:
+    """Train (resuming) and evaluate every config whose ``out/<name>/metrics.json`` is not readable.
+
+    Returns the names done by this call; finished runs are never redone.
+    """
+    todo = [name for name in configs if read_metrics(out / name) is None]
+    log(f"{len(configs) - len(todo)} of {len(configs)} runs already finished; {len(todo)} to do")
+    for i, name in enumerate(todo, 1):
+        log(f"[{i}/{len(todo)}] {name}")
+        cfg = configs[name]
+        if not is_trained(out / name, cfg.train.epochs):
+            fit(cfg, images, out / name, resume=True, log=log)
+        evaluate_run(out / name, images, conditions, device=device)
+    return todo
 
 
 def _conditions(preset: Preset) -> list[tuple[str, float]]:

@@ -1,0 +1,322 @@
+"""src/analysis.py: seed aggregation, the paired test and its correction, the claim checker on
+hand-made result files, and the sweep runners on a tiny real grid (finished work is skipped)."""
+import json
+
+import numpy as np
+import pytest
+
+from src import analysis as A
+from src import report as R
+from src.utils import save_npz, write_json
+
+# ---------------------------------------------------------------- seeds and statistics
+
+
+def test_seed_aggregation_is_mean_and_sample_std_over_seeds():
+    rng = np.random.default_rng(1)
+    runs, values = [], {}
+    for model in ("ae", "vae"):
+        for seed in range(3):
+            v = float(rng.normal(25, 1))
+            values.setdefault(model, []).append(v)
+            runs.append({"model": model, "reg": "l2", "noise_train": 0.0, "seed": seed, "run": f"{model}-s{seed}",
+                         "test": {"clean": {"psnr": v}}})
+    agg = R.aggregate(runs, "test", "clean", "psnr")
+    for model, v in values.items():
+        expected = (np.mean(v), np.std(v, ddof=1), 3)
+        assert agg[(model, "l2", 0.0)] == pytest.approx(expected)
+        assert A.mean_std(v) == pytest.approx(expected)
+    assert A.mean_std([2.5]) == (2.5, 0.0, 1)
+    # tables: "mean ± std" with several seeds, the bare mean with one
+    assert A._pm("psnr", (25.0, 0.5, 3)) == "25.00 ± 0.50"
+    assert A._pm("ssim", (0.5, 0.0, 1)) == "0.5000"
+
+
+def test_holm_adjustment_by_hand():
+    # sorted 0.01, 0.03, 0.04, 0.2 -> x4, x3, x2, x1 = 0.04, 0.09, 0.08 (raised to 0.09: monotone), 0.2
+    assert A.holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert A.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_wilcoxon_p_values():
+    d = np.linspace(0.1, 1.0, 30)
+    assert A.wilcoxon_p(np.zeros(10)) == 1.0
+    assert A.wilcoxon_p(d) < 1e-6  # all 30 differences positive
+    assert A.wilcoxon_p(d) == pytest.approx(A.wilcoxon_p(-d))
+    assert A.wilcoxon_p(np.array([1.0, -1.0] * 20)) > 0.5  # no shift
+
+
+def test_paired_requires_the_same_sign_in_every_seed():
+    base = np.linspace(0, 1, 40)
+    a = {0: base + 1.0, 1: base - 0.5}  # seed 0 says a > b, seed 1 says a < b
+    b = {0: base, 1: base}
+    c = A.decide([A.paired(a, b)])[0]
+    assert c["p"] < 1e-6 and not c["seeds_agree"] and not c["significant"] and c["direction"] == 0
+    c = A.decide([A.paired({0: base + 1.0, 1: base + 0.5}, b)])[0]
+    assert c["seeds_agree"] and c["significant"] and c["direction"] == 1
+    assert c["diff"] == pytest.approx(0.75)
+
+
+# ---------------------------------------------------------------- the claim checker on hand-made files
+
+MODELS, REGS, SIGMA = ("ae", "vae"), ("none", "l1", "l2", "l1+l2"), 0.1
+
+
+def effect_holds(model, reg, tr, cond, seed):
+    """Every claim of the original study is true, by a wide margin."""
+    e = 3.0 if model == "ae" else 0.0  # AE better quality
+    if cond == "clean" and reg == "l2":
+        e += 0.5  # L2 best on clean inputs
+    if cond != "clean":
+        e -= 2.0 if model == "ae" else 0.5  # the VAE loses less under noise
+        if reg in ("l1", "l1+l2"):
+            e += 0.5  # L1 / L1+L2 help under noise
+    return e
+
+
+def effect_fails(model, reg, tr, cond, seed):
+    """Every claim is false, by a wide margin."""
+    e = 3.0 if model == "vae" else 0.0
+    if cond == "clean" and reg == "none":
+        e += 0.5
+    if cond != "clean":
+        e -= 0.5 if model == "ae" else 2.0
+        if reg in ("l1", "l1+l2"):
+            e -= 0.5
+    return e
+
+
+def effect_seeds_disagree(model, reg, tr, cond, seed):
+    """The 'holds' effects in seed 0, reversed (and smaller) in seed 1: no seed-consistent difference."""
+    return effect_holds(model, reg, tr, cond, seed) * (1.0 if seed == 0 else -0.6)
+
+
+def fake_grid(root, effect, seeds=(0, 1), n=60):
+    """summary.json + per_image.npz of a {AE, VAE} x 4 regs x {clean, noise}-trained grid.
+
+    Per-image value = shared base + effect (PSNR in dB; SSIM gets 1/100 of it) + small jitter.
+    """
+    rng = np.random.default_rng(0)
+    base = {"psnr": rng.normal(25, 2, n), "ssim": rng.uniform(0.4, 0.8, n)}
+    runs = []
+    for model in MODELS:
+        for reg in REGS:
+            for tr in (0.0, SIGMA):
+                for seed in seeds:
+                    name = f"{model}-{reg}-{'clean' if tr == 0 else 'noise0.1'}-s{seed}"
+                    arrays, means = {}, {}
+                    for cond in ("clean", "gaussian_0.1"):
+                        e = effect(model, reg, tr, cond, seed)
+                        psnr = base["psnr"] + e + rng.normal(0, 0.01, n)
+                        ssim = base["ssim"] + e / 100 + rng.normal(0, 1e-4, n)
+                        vals = {"psnr": psnr, "ssim": ssim, "mse": 10 ** (-psnr / 10)}
+                        arrays.update({f"test/{cond}/{k}": v.astype(np.float32) for k, v in vals.items()})
+                        means[cond] = {k: float(v.mean()) for k, v in vals.items()}
+                    save_npz(root / name / "per_image.npz", arrays)
+                    runs.append({"run": name, "model": model, "reg": reg, "noise_train": tr, "seed": seed,
+                                 "best_epoch": 1, "test": means, "val": means})
+    grid = {"preset": {"name": "fake", "noise_sigma": SIGMA, "seeds": list(seeds), "epochs": 1},
+            "source": "sample", "dataset": "hand-made"}
+    write_json(root / "summary.json", {"grid": grid, "runs": runs, "baselines": None})
+    return root
+
+
+@pytest.mark.parametrize("effect,n,verdict", [
+    (effect_holds, 60, A.CONFIRMED),
+    (effect_fails, 60, A.REFUTED),
+    (effect_seeds_disagree, 60, A.INCONCLUSIVE),
+    (effect_holds, 5, A.INCONCLUSIVE),  # 5 images: the smallest two-sided Wilcoxon p is 2/32 > 0.05
+])
+def test_claim_verdicts_on_hand_made_results(tmp_path, effect, n, verdict):
+    claims = A.check_claims(fake_grid(tmp_path, effect, n=n))
+    assert {k: c["verdict"] for k, c in claims["claims"].items()} == dict.fromkeys(A.CLAIMS, verdict)
+    stored = json.loads((tmp_path / "claims.json").read_text())
+    assert stored["claims"]["l2_clean"]["verdict"] == verdict and "Wilcoxon" in stored["test"]
+    cells = stored["claims"]["vae_robust"]["cells"]
+    assert len(cells) == 8 and all(len(c["comparisons"]) == 2 for c in cells)  # 4 regs x 2 trainings, PSNR + SSIM
+
+
+def test_one_refuted_cell_refutes_a_claim_that_holds_elsewhere(tmp_path):
+    def effect(model, reg, tr, cond, seed):  # as "holds", but for the VAE L1 beats L2 on clean inputs
+        e = effect_holds(model, reg, tr, cond, seed)
+        return e + 1.0 if (model, reg, cond) == ("vae", "l1", "clean") else e
+
+    claim = A.check_claims(fake_grid(tmp_path, effect))["claims"]["l2_clean"]
+    assert {c["cell"]: c["verdict"] for c in claim["cells"]} == {"AE": A.CONFIRMED, "VAE": A.REFUTED}
+    assert claim["verdict"] == A.REFUTED and "confirmed in 1" in claim["tally"]
+
+
+def test_claim_numbers_are_the_per_image_means(tmp_path):
+    root = fake_grid(tmp_path, effect_holds, seeds=(0, 1, 2))
+    claim = A.check_claims(root)["claims"]["ae_quality"]
+    comp = next(c for c in claim["cells"][0]["comparisons"] if c["metric"] == "psnr")  # Baseline: AE vs VAE
+    per_seed = [np.load(root / f"ae-none-clean-s{s}" / "per_image.npz")["test/clean/psnr"].astype(float).mean()
+                for s in range(3)]
+    assert comp["mean_a"] == pytest.approx([np.mean(per_seed), np.std(per_seed, ddof=1), 3], rel=1e-5)
+    assert comp["diff"] == pytest.approx(3.0, abs=0.01) and comp["seeds"] == [0, 1, 2]
+
+
+def test_conclusions_markdown_states_verdicts_numbers_and_the_backing_file(tmp_path):
+    claims = A.check_claims(fake_grid(tmp_path, effect_fails))
+    text = A.conclusions_markdown(claims, "hand-made, preset fake")
+    for c in A.CLAIMS.values():
+        assert f"**\"{c[0]}\": refuted**" in text
+    assert f"`{tmp_path.as_posix()}/claims.json` → `claims.vae_robust`" in text
+    assert "Wilcoxon" in text and "Holm" in text and "| AE | L2 vs Baseline | clean | PSNR |" in text
+
+
+def test_replace_block_keeps_the_rest_of_the_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n\n<!-- conclusions:start -->\nold\n<!-- conclusions:end -->\n\n## After\n")
+    A.replace_block(readme, A.CONCLUSION_MARKERS, "new text", "## Conclusions")
+    assert readme.read_text() == "# T\n\n<!-- conclusions:start -->\nnew text\n<!-- conclusions:end -->\n\n## After\n"
+    A.replace_block(readme, A.ANALYSIS_MARKERS, "analysis", "## Parameter analysis")  # absent: appended
+    assert readme.read_text().endswith("## Parameter analysis\n\n<!-- analysis:start -->\nanalysis\n<!-- analysis:end -->\n")
+
+
+def test_noise_sweep_conditions_put_the_grid_sigma_at_the_grid_index():
+    names = [c for c in A.sweep_conditions(0.1)]
+    assert names[:2] == [("clean", 0.0), ("gaussian", 0.1)]  # index 1, as in evaluate_run
+    assert sorted(v for k, v in names if k == "gaussian") == [0.05, 0.1, 0.2, 0.3]
+    assert [v for k, v in names if k == "s&p"] == [0.01, 0.05, 0.1]
+    assert A.sweep_conditions(0.2)[1] == ("gaussian", 0.2) and len(A.sweep_conditions(0.2)) == 8
+
+
+# ---------------------------------------------------------------- the runners on a tiny real grid
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Three AE cells of a 1-epoch grid on 48 faces at 32x32 (a whole grid would cost 16 runs),
+    then the noise sweep and a 3-point sweep plan through ``run_analysis``."""
+    from dataclasses import asdict
+
+    import src.experiments as E
+    from src.data import DataConfig, load_dataset
+    from src.synthetic import write_sample
+
+    root = tmp_path_factory.mktemp("analysis")
+    write_sample(root / "faces", n=60, seed=0, progress=False)
+    preset = E.Preset("tiny", "tests", epochs=1, batch_size=16, image_size=32, limit=48, sample_size=2000, seeds=(0,))
+    plan = A.SweepPlan(lambdas=(("ae", "l1", (1e-5, 1e-3)),), vae_latent=(), vae_beta=(), ae_latent=(2,))
+    quiet = lambda s: None  # noqa: E731
+    data = DataConfig(root=str(root / "faces"), image_size=32, limit=48, sample_size=2000)
+    faces = load_dataset(data, progress=False, log=quiet)
+    grid = E.grid_configs(preset, data, "cpu", False, models=("ae",))
+    cells = {k: grid[k] for k in ("ae-none-clean-s0", "ae-none-noise0.1-s0", "ae-l1-clean-s0")}
+    E.run_configs(cells, root / "runs", faces.images, [("clean", 0.0), ("gaussian", 0.1)], "cpu", quiet)
+    write_json(root / "runs" / "grid.json", {"preset": asdict(preset), "source": "sample", "dataset": "sample"})
+    E.write_summary(root / "runs")
+    A.run_analysis(preset, root / "runs", data_root=str(root / "faces"), device="cpu", progress=False, log=quiet,
+                   plan=plan)
+    return root, preset, plan
+
+
+def test_noise_sweep_stores_every_condition_and_reuses_the_grid_noise(tiny):
+    root, _, _ = tiny
+    names = ["clean", "gaussian_0.1", "gaussian_0.05", "gaussian_0.2", "gaussian_0.3", "s&p_0.01", "s&p_0.05", "s&p_0.1"]
+    runs = sorted(p.parent for p in (root / "runs").glob("ae-*/metrics.json"))
+    assert len(runs) == 3
+    for run in runs:
+        sweep = json.loads((run / "noise_sweep.json").read_text())
+        assert sweep["conditions"] == names
+        per = np.load(run / "noise_sweep.npz")
+        grid = np.load(run / "per_image.npz")
+        # the grid's sigma has condition index 1 in both: the very same noisy test images
+        for cond in ("clean", "gaussian_0.1"):
+            np.testing.assert_array_equal(per[f"test/{cond}/psnr"], grid[f"test/{cond}/psnr"])
+        assert {f"test/{c}/ssim" for c in names} <= set(per.files) and len(per["test/s&p_0.1/mse"]) == 10
+        assert sweep["test"]["s&p_0.1"]["mse"] == pytest.approx(float(per["test/s&p_0.1/mse"].mean()), rel=1e-6)
+
+
+def test_sweep_points_reuse_grid_runs_and_store_their_parameters(tiny):
+    root, _, _ = tiny
+    index = json.loads((root / "runs" / "sweeps" / "sweeps.json").read_text())
+    points = {(p["sweep"], p["value"]): p["run"] for p in index["points"]}
+    assert points == {("l1", 1e-5): "ae-l1-clean-s0", ("l1", 1e-3): "sweeps/ae-l1_0.001-s0",
+                      ("channels", 2): "sweeps/ae-channels_2-s0"}
+    cfg = json.loads((root / "runs" / "sweeps" / "ae-l1_0.001-s0" / "config.json").read_text())
+    assert cfg["reg"]["kind"] == "l1" and cfg["reg"]["l1"] == 1e-3 and cfg["train"]["noise_train"] == 0
+    cfg = json.loads((root / "runs" / "sweeps" / "ae-channels_2-s0" / "config.json").read_text())
+    assert cfg["model"]["ae_latent"] == 2 and cfg["reg"]["kind"] == "none"
+    assert (root / "runs" / "sweeps" / "ae-channels_2-s0" / "metrics.json").exists()
+
+
+def test_rerunning_the_analysis_redoes_nothing(tiny, monkeypatch):
+    import src.experiments as E
+
+    root, preset, plan = tiny
+
+    def boom(*a, **k):
+        raise AssertionError("finished work was done again")
+
+    monkeypatch.setattr(E, "fit", boom)
+    monkeypatch.setattr(E, "evaluate_run", boom)
+    monkeypatch.setattr(A, "evaluate_noise", boom)
+    files = sorted((root / "runs").rglob("*.npz")) + sorted((root / "runs").rglob("best.pt"))
+    before = {p: p.stat().st_mtime_ns for p in files}
+    A.run_analysis(preset, root / "runs", data_root=str(root / "faces"), device="cpu", progress=False,
+                   log=lambda s: None, plan=plan)
+    assert before == {p: p.stat().st_mtime_ns for p in files}
+
+
+def test_analyze_command_writes_figures_tables_and_verdicts(tiny):
+    from src.__main__ import main
+
+    root, _, _ = tiny
+    assert main(["analyze", str(root / "runs"), "--figures", str(root / "Figures"), "--device", "cpu"]) == 0
+    figs = sorted(p.name for p in (root / "Figures" / "tiny").iterdir())
+    assert figs == ["denoising.png", "noise_sweep_gaussian.png", "noise_sweep_saltpepper.png",
+                    "sweep_ae_channels.png", "sweep_lambda.png"]
+    text = (root / "runs" / "analysis.md").read_text()
+    assert "σ=0.3" in text and "s&p p=0.1" in text and "L1 strength λ1" in text
+    claims = json.loads((root / "runs" / "claims.json").read_text())["claims"]
+    assert claims["ae_quality"]["verdict"] == A.INCONCLUSIVE and claims["ae_quality"]["cells"] == []  # no VAE run
+
+
+def test_reproduce_seeds_flag_and_analysis_stage(tmp_path, monkeypatch):
+    import src.__main__ as cli
+    import src.experiments as E
+
+    seen = {}
+    monkeypatch.setattr(E, "run_grid", lambda preset, out, **k: seen.setdefault("grid", preset))
+    monkeypatch.setattr(A, "run_analysis", lambda preset, out, **k: seen.setdefault("analysis", preset))
+    monkeypatch.setattr(cli, "_rd", lambda *a, **k: seen.setdefault("rd", True))
+    monkeypatch.setattr(cli, "_report", lambda *a, **k: 0)
+    assert cli.main(["reproduce", "--preset", "quick", "--seeds", "3", "--out", str(tmp_path)]) == 0
+    assert seen.pop("grid").seeds == (0, 1, 2) and "analysis" not in seen and seen.pop("rd")
+    assert cli.main(["reproduce", "--preset", "analysis", "--out", str(tmp_path)]) == 0
+    assert seen["grid"].seeds == (0, 1, 2) and seen["analysis"] is seen["grid"] and "rd" not in seen
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--seeds", "0"])
+
+
+# ---------------------------------------------------------------- end to end (slow)
+
+
+@pytest.mark.slow
+def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch, request):
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("slow variant: run with `pytest -m slow`")
+    import src.experiments as E
+    from src.__main__ import main
+    from src.synthetic import write_sample
+
+    write_sample(tmp_path / "faces", n=60, seed=0, progress=False)
+    monkeypatch.setitem(E.PRESETS, "analysis", E.Preset("analysis", "tiny", epochs=1, batch_size=16, image_size=32,
+                                                         limit=48, sample_size=2000, seeds=(0, 1)))
+    monkeypatch.setitem(A.SWEEP_PLANS, "analysis", A.SweepPlan(
+        lambdas=(("vae", "l2", (1e-5, 1.0)),), vae_latent=(8,), vae_beta=(2.0,), ae_latent=(2,)))
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n\n<!-- results:start -->\nR\n<!-- results:end -->\n\n<!-- analysis:start -->\nold\n"
+                      "<!-- analysis:end -->\n\n<!-- conclusions:start -->\nold\n<!-- conclusions:end -->\n")
+    assert main(["reproduce", "--preset", "analysis", "--data", str(tmp_path / "faces"), "--out", str(tmp_path / "runs"),
+                 "--figures", str(tmp_path / "Figures"), "--readme", str(readme), "--no-progress"]) == 0
+    text = readme.read_text()
+    assert "<!-- results:start -->\nR\n<!-- results:end -->" in text  # the results section is not touched
+    assert "\nold\n" not in text and "Preset `analysis`" in text and "synthetic sample" in text
+    assert "runs/claims.json` → `claims.l2_clean`" in text and "± " in text  # two seeds: mean ± std
+    for name in ("vae_prior_samples", "vae_interpolation", "vae_mu_vs_sampled", "sweep_vae_latent", "denoising"):
+        assert (tmp_path / "Figures" / "analysis" / f"{name}.png").stat().st_size > 10_000, name
+    per = np.load(tmp_path / "runs" / "vae-none-clean-s0" / "noise_sweep.npz")
+    assert len(per["test/sampled_z/psnr"]) == 10
