@@ -12,8 +12,9 @@ It prints a table and writes JSON (default ``benchmarks/out/results.json``) with
   PNG-decoding ``torch.utils.data.DataLoader`` vs the project's resident-uint8 pipeline;
 - training: images/s of ``src.train.fit`` (whole call: validation, checkpoints, setup)
   vs the compute bound (forward + loss + backward + Adam step on one fixed resident
-  batch, no data pipeline), plus the bound with each optional fast path (bf16 autocast,
-  channels_last, ``torch.compile`` with ``--compile``);
+  batch, no data pipeline), plus the bound with each fast path of ``--variants``: bf16
+  autocast, channels_last, ``torch.compile`` (opt-in flags), and ``no_fused_adam``, which
+  measures the fused-Adam default against torch's per-tensor loop;
 - evaluation: ``src.metrics`` batched SSIM / PSNR vs scikit-image's per-image functions
   on the same images: images/s, ratio, max absolute difference;
 - memory: peak RSS of this process and of its children; on CUDA the peak allocated;
@@ -50,13 +51,13 @@ from src.data import DataConfig, load_images, split_indices, to_float
 from src.losses import compute_loss
 from src.models import ModelConfig, build_model
 from src.regularization import RegConfig, penalty
-from src.train import EVAL_BATCH, RunConfig, TrainConfig, epoch_batches, fit, pick_device
+from src.train import EVAL_BATCH, RunConfig, TrainConfig, epoch_batches, fit, make_optimizer, pick_device
 from src.utils import UserError, set_seed, write_json
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "out" / "results.json"
 DEFAULT_WORK = HERE / "out" / "work"
-VARIANTS = ("amp", "channels_last", "compile")
+VARIANTS = ("amp", "channels_last", "compile", "no_fused_adam")  # the last one measures the default's gain
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -104,7 +105,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
             "cpu": _cpu_model(), "cores": cores, "usable_cores": usable, "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "git": _git_commit(), "loadavg_start": list(os.getloadavg())}
+            "platform": platform.platform(), "git": _git_commit(), "loadavg_start": list(os.getloadavg()),
+            "env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "KMP_", "GOMP_"))}}
     try:
         import skimage
 
@@ -133,7 +135,7 @@ class NaivePNG(torch.utils.data.Dataset):
 
 
 def bench_data(n: int, size: int, work: Path, device: torch.device, batch_size: int, workers: int, epochs: int,
-               log: Callable[[str], None]) -> tuple[dict[str, Any], np.ndarray]:
+               repeat: int, log: Callable[[str], None]) -> tuple[dict[str, Any], np.ndarray]:
     """Decode (cold, cached) and the per-epoch batch pipelines; returns (results, images)."""
     root = work / f"faces-{n}-{size}px"
     t0 = time.perf_counter()
@@ -177,7 +179,7 @@ def bench_data(n: int, size: int, work: Path, device: torch.device, batch_size: 
         return seen
 
     project_epochs()  # warm-up (allocator)
-    proj_s, proj_n = _timed(project_epochs, device)
+    proj_s, proj_n = min((_timed(project_epochs, device) for _ in range(repeat)), key=lambda tn: tn[0])
     assert naive_n == proj_n == n * epochs
     res = {"n_files": n, "image_size": size, "root": str(root), "generate_or_check_s": gen_s, "workers": workers,
            "cold_decode_s": cold_s, "cold_decode_images_per_s": n / cold_s, "cached_reload_s": cached_s,
@@ -197,11 +199,14 @@ def _run_config(name: str, image_size: int, epochs: int, batch_size: int, device
                      data=DataConfig(image_size=image_size))
 
 
-def compute_bound(cfg: RunConfig, batch_u8: np.ndarray, steps: int, device: torch.device) -> dict[str, float]:
+def compute_bound(cfg: RunConfig, batch_u8: np.ndarray, steps: int, device: torch.device,
+                  repeat: int = 1) -> dict[str, float]:
     """Images/s of forward + loss + backward + Adam step on one fixed batch already on the device.
 
     The same step as ``src.train.train_one_epoch`` with the same flags, without the data
-    pipeline and the loss bookkeeping; the first step (and compilation) is timed apart.
+    pipeline and the loss bookkeeping; the first step (and compilation) is timed apart. The
+    steps are timed in ``repeat`` rounds and the fastest round counts (other processes on a
+    shared machine only ever slow a round down).
     """
     tc = cfg.train
     set_seed(tc.seed)
@@ -210,7 +215,7 @@ def compute_bound(cfg: RunConfig, batch_u8: np.ndarray, steps: int, device: torc
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    optimizer = make_optimizer(model, tc, device)
     if tc.compile:
         model.compile()
     model.train()
@@ -229,12 +234,13 @@ def compute_bound(cfg: RunConfig, batch_u8: np.ndarray, steps: int, device: torc
     first_s, _ = _timed(step, device)
     for _ in range(2):
         step()
-    secs, _ = _timed(lambda: [step() for _ in range(steps)], device)
-    return {"images_per_s": steps * x.shape[0] / secs, "steps": steps, "first_step_s": first_s}
+    per_round = max(1, steps // repeat)
+    secs = min(_timed(lambda: [step() for _ in range(per_round)], device)[0] for _ in range(repeat))
+    return {"images_per_s": per_round * x.shape[0] / secs, "steps": per_round * repeat, "first_step_s": first_s}
 
 
 def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: int, device: torch.device,
-                variants: list[str], work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+                variants: list[str], work: Path, repeat: int, log: Callable[[str], None]) -> dict[str, Any]:
     size = images.shape[-1]
     n_train = len(split_indices(len(images))["train"])
     steps = max(5, math.ceil(n_train / batch_size) * epochs)
@@ -249,7 +255,7 @@ def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: 
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         epoch_s = [row["seconds"] for row in res["history"]]  # train + validation of each epoch
-        bound = compute_bound(cfg, batch, steps, device)
+        bound = compute_bound(cfg, batch, steps, device, repeat)
         r: dict[str, Any] = {
             "fit_s": fit_s, "fit_images_per_s": n_train * epochs / fit_s,
             "epoch_seconds": epoch_s, "outside_epochs_s": fit_s - sum(epoch_s),
@@ -257,12 +263,14 @@ def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: 
             "ratio_fit_over_bound": (n_train * epochs / fit_s) / bound["images_per_s"]}
         if epochs >= 2:  # epochs after the first, train + validation only (no setup, no checkpoints)
             r["steady_epochs_images_per_s"] = n_train * (epochs - 1) / sum(epoch_s[1:])
+            r["fastest_epoch_images_per_s"] = n_train / min(epoch_s[1:])
         r["fast_paths"] = {}
         for v in variants:
             if v == "channels_last" and name != "ae":
                 continue  # a fully-connected model has no layout to change
-            vb = compute_bound(_run_config(name, size, epochs, batch_size, device, **{v: True}), batch, steps,
-                               device)
+            flag = {"fused_adam": False} if v == "no_fused_adam" else {v: True}
+            vb = compute_bound(_run_config(name, size, epochs, batch_size, device, **flag), batch, steps, device,
+                               repeat)
             r["fast_paths"][v] = {"compute_bound_images_per_s": vb["images_per_s"],
                                   "speedup_over_plain_bound": vb["images_per_s"] / bound["images_per_s"],
                                   "first_step_s": vb["first_step_s"]}
@@ -272,8 +280,8 @@ def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: 
 
 
 # ----------------------------------------------------------------------------- evaluation
-def bench_eval(images: np.ndarray, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
-    """Batched SSIM / PSNR of src.metrics vs scikit-image's per-image loop, same image pairs."""
+def bench_eval(images: np.ndarray, device: torch.device, repeat: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Batched SSIM / PSNR of src.metrics vs scikit-image's per-image loop, same pairs; fastest of ``repeat``."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     n = len(images)
@@ -286,12 +294,13 @@ def bench_eval(images: np.ndarray, device: torch.device, log: Callable[[str], No
     def ours(fn):
         return torch.cat([fn(yd[s:s + EVAL_BATCH], xd[s:s + EVAL_BATCH]) for s in range(0, n, EVAL_BATCH)])
 
-    res: dict[str, Any] = {"n_images": n, "eval_batch": EVAL_BATCH}
+    res: dict[str, Any] = {"n_images": n, "eval_batch": EVAL_BATCH, "repeat": repeat}
     for key, fn, ref in (("ssim", M.ssim, lambda i: structural_similarity(a64[i], b64[i], data_range=1.0)),
                          ("psnr", M.psnr, lambda i: peak_signal_noise_ratio(a64[i], b64[i], data_range=1.0))):
         ours(fn)  # warm-up
-        t_ours, v_ours = _timed(lambda: ours(fn), device)
-        t_ref, v_ref = _timed(lambda: np.array([ref(i) for i in range(n)]), device)
+        t_ours, v_ours = min((_timed(lambda: ours(fn), device) for _ in range(repeat)), key=lambda tv: tv[0])
+        t_ref, v_ref = min((_timed(lambda: np.array([ref(i) for i in range(n)]), device) for _ in range(repeat)),
+                           key=lambda tv: tv[0])
         res[key] = {"project_images_per_s": n / t_ours, "skimage_images_per_s": n / t_ref,
                     "ratio": t_ref / t_ours, "max_abs_diff": float(np.max(np.abs(v_ours.cpu().numpy() - v_ref)))}
         log(f"eval {key}: {n / t_ours:.0f} img/s vs skimage {n / t_ref:.0f} img/s")
@@ -348,7 +357,9 @@ def _fmt(v: Any) -> str:
 
 def table(r: dict[str, Any]) -> str:
     lines = [f"machine: {r['machine']['device_name']} ({r['machine']['usable_cores']} cores, torch "
-             f"{r['machine']['torch']}), load {r['machine']['loadavg_start'][0]:.2f} -> "
+             f"{r['machine']['torch']}, {r['machine']['torch_threads']} threads"
+             + "".join(f", {k}={v}" for k, v in r["machine"].get("env", {}).items()) + "), load "
+             f"{r['machine']['loadavg_start'][0]:.2f} -> "
              f"{r['machine']['loadavg_end'][0]:.2f}, {r['machine']['date']}", ""]
     rows = [("measure", "value")]
     d = r.get("data")
@@ -368,6 +379,7 @@ def table(r: dict[str, Any]) -> str:
                      (f"{name}:   ratio fit / bound", t["ratio_fit_over_bound"])]
             if "steady_epochs_images_per_s" in t:
                 rows.append((f"{name}:   epochs 2+ (train + val only), images/s", t["steady_epochs_images_per_s"]))
+                rows.append((f"{name}:   fastest of those epochs, images/s", t["fastest_epoch_images_per_s"]))
             rows.append((f"{name}:   time outside epochs (setup, checkpoints), s", t["outside_epochs_s"]))
             for v, fp in t["fast_paths"].items():
                 rows.append((f"{name}: bound with {v}, x plain bound", fp["speedup_over_plain_bound"]))
@@ -415,11 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_pos_int, default=128, help="side of the generated faces, pixels")
     p.add_argument("--batch-epochs", type=_pos_int, default=1, help="epochs of the naive-vs-project batch test")
     p.add_argument("--models", nargs="+", choices=("ae", "vae"), default=["ae", "vae"], help="models to train")
-    p.add_argument("--variants", nargs="*", choices=VARIANTS, default=["amp", "channels_last"],
+    p.add_argument("--variants", nargs="*", choices=VARIANTS, default=["amp", "channels_last", "no_fused_adam"],
                    help="fast paths measured on the compute bound (compile: slow to compile on a CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--workers", type=_pos_int, default=None,
                    help="decode and DataLoader worker processes; 1 = in this process (default: all cores)")
+    p.add_argument("--repeat", type=_pos_int, default=3,
+                   help="rounds of the cheap measurements (bound, batches, metrics); the fastest counts")
+    p.add_argument("--threads", type=_pos_int, default=None,
+                   help="torch intra-op threads (default: torch's choice, one per core)")
     p.add_argument("--skip", nargs="*", choices=("train", "eval"), default=[], help="sections not to run")
     p.add_argument("--work", default=str(DEFAULT_WORK), help="folder for generated files (kept) and temp runs")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
@@ -428,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, command: str = "", log: Callable[[str], None] = print) -> dict[str, Any]:
     device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     work = Path(args.work)
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -441,11 +459,13 @@ def run(args: argparse.Namespace, command: str = "", log: Callable[[str], None] 
                          "args": dict(vars(args)), "command": command}
     if args.image_size % 4 or args.image_size < 8:
         raise UserError(f"--image-size must be a multiple of 4 and >= 8 (the AE halves it twice), got {args.image_size}")
-    r["data"], images = bench_data(args.n, args.image_size, work, device, args.batch_size, workers, args.batch_epochs, log)
+    r["data"], images = bench_data(args.n, args.image_size, work, device, args.batch_size, workers,
+                                   args.batch_epochs, args.repeat, log)
     if "train" not in args.skip:
-        r["train"] = bench_train(images, args.models, args.epochs, args.batch_size, device, args.variants, work, log)
+        r["train"] = bench_train(images, args.models, args.epochs, args.batch_size, device, args.variants, work,
+                                 args.repeat, log)
     if "eval" not in args.skip:
-        r["eval"] = bench_eval(images[:args.eval_n or min(args.n, 2000)], device, log)
+        r["eval"] = bench_eval(images[:args.eval_n or min(args.n, 2000)], device, args.repeat, log)
     r["memory"] = peak_memory(device)
     r["targets"] = targets(r)
     r["machine"]["loadavg_end"] = list(os.getloadavg())

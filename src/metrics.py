@@ -17,45 +17,47 @@ import torch
 
 WIN = 7
 K1, K2 = 0.01, 0.03
+# Images per step on the CPU, so that the temporaries stay in cache (several times faster than
+# whole-batch steps on 2 cores; neighbouring sizes measured within ~15%). Other devices take the whole batch.
+CPU_CHUNK = 16  # mse, psnr
+SSIM_CPU_CHUNK = 4  # ssim
 
 
-def _hi(x: torch.Tensor) -> torch.Tensor:
-    """float64 for accumulation (float32 on Apple MPS, which has no float64)."""
-    return x.to(torch.float32 if x.device.type == "mps" else torch.float64)
+def _squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) mean squared error: differences in (at least) float32, summed in float64 (float32 on MPS)."""
+    d = (x.to(torch.promote_types(x.dtype, torch.float32)) - y).flatten(1)
+    acc = torch.float32 if d.device.type == "mps" else torch.float64  # MPS has no float64
+    return torch.linalg.vector_norm(d, dim=1, dtype=acc).square() / d.shape[1]
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return _hi(x.reshape(x.shape[0], -1))
+def _chunked(fn, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``fn`` over chunks of ``chunk`` images on the CPU, over the whole batch elsewhere."""
+    if x.device.type != "cpu" or x.shape[0] <= chunk:
+        return fn(x, y)
+    return torch.cat([fn(x[s:s + chunk], y[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
 
 
 def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B, ...) x (B, ...) -> (B,) mean squared error per image."""
-    return (_flat(x) - _flat(y)).pow(2).mean(1).float()
+    return _chunked(_squared_error, x, y, CPU_CHUNK).float()
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """(B,) peak signal-to-noise ratio in dB."""
-    err = (_flat(x) - _flat(y)).pow(2).mean(1)
+    err = _chunked(_squared_error, x, y, CPU_CHUNK)
     return (10 * torch.log10(data_range**2 / err)).float()
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """(B, 1, H, W) or (B, H, W) pairs -> (B,) SSIM, equal to skimage's to ~1e-6.
 
-    On the CPU the batch is processed SSIM_CPU_CHUNK images at a time, so that every
-    intermediate stays in cache (about 9x faster than whole-batch float64 on 2 cores);
-    other devices take the whole batch at once.
+    Computed in float32 on mean-centred images, with separable window sums.
     """
     if x.dim() == 3:
         x, y = x.unsqueeze(1), y.unsqueeze(1)
     if x.shape[1] != 1:
         raise ValueError(f"ssim expects single-channel images, got shape {tuple(x.shape)}")
-    chunk = SSIM_CPU_CHUNK if x.device.type == "cpu" else max(x.shape[0], 1)
-    parts = [_ssim(x[s:s + chunk], y[s:s + chunk], data_range) for s in range(0, x.shape[0], chunk)]
-    return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float32)
-
-
-SSIM_CPU_CHUNK = 4  # images per step on the CPU (2-8 measured within 15% of each other)
+    return _chunked(lambda a, b: _ssim(a, b, data_range), x, y, SSIM_CPU_CHUNK)
 
 
 def _window_sum(t: torch.Tensor, w: int, dim: int) -> torch.Tensor:

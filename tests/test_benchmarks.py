@@ -15,7 +15,7 @@ from benchmarks import run as bench
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n", "80", "--image-size", "32", "--epochs", "2", "--eval-n", "40", "--workers", "1",
-        "--variants", "amp", "channels_last"]
+        "--variants", "amp", "channels_last", "no_fused_adam"]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,7 @@ def test_training_section(result):
         assert sum(r["epoch_seconds"]) < r["fit_s"]  # the whole call includes the epochs
         assert r["steady_epochs_images_per_s"] > 0
         assert r["fast_paths"]["amp"]["speedup_over_plain_bound"] > 0
+        assert r["fast_paths"]["no_fused_adam"]["compute_bound_images_per_s"] > 0
     assert "channels_last" in t["ae"]["fast_paths"] and "channels_last" not in t["vae"]["fast_paths"]
 
 

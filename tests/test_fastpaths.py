@@ -1,8 +1,8 @@
 """Fast paths of the training loop: each one stays within tolerance of the plain path.
 
-bf16 autocast, channels_last and torch.compile are TrainConfig flags (off by default);
-checkpoints are throttled by ``checkpoint_s``; batches come from the resident uint8 set
-in a (seed, epoch) order; a training epoch reads nothing back from the device per step.
+bf16 autocast, channels_last and torch.compile are TrainConfig flags (off by default); fused
+Adam is on by default; checkpoints are throttled by ``checkpoint_s``; batches come from the
+resident uint8 set in a (seed, epoch) order; a training epoch reads nothing back per step.
 """
 import math
 import sys
@@ -52,6 +52,15 @@ def test_bf16_autocast_changes_results_less_than_a_change_of_seed(tmp_path, face
     assert abs(m_amp["ssim"].mean() - m_plain["ssim"].mean()) < 0.01
     # the weights are stored in float32 whatever the autocast
     assert all(v.dtype == torch.float32 for v in amp["best_state"].values())
+
+
+@pytest.mark.parametrize("model", ["ae", "vae"])
+def test_fused_adam_gives_the_per_tensor_results(tmp_path, faces, model):
+    fused, m_fused = _train(tmp_path, faces, "fused", model)  # the default
+    loop, m_loop = _train(tmp_path, faces, "loop", model, fused_adam=False)
+    # the same float32 update, fused into one kernel: equal up to rounding order
+    assert fused["history"][-1]["val_loss"] == pytest.approx(loop["history"][-1]["val_loss"], rel=1e-4)
+    np.testing.assert_allclose(m_fused["psnr"], m_loop["psnr"], atol=0.01)
 
 
 def test_channels_last_gives_the_plain_results(tmp_path, faces):
@@ -149,7 +158,7 @@ def test_divergence_names_the_checkpoint_actually_on_disk(tmp_path, faces, monke
 def test_a_checkpoint_written_before_the_speed_flags_still_resumes(tmp_path, faces):
     fit(cfg_for("ae", epochs=1), faces, tmp_path / "r", log=lambda *_: None)
     ckpt = load_torch(tmp_path / "r" / "last.pt")
-    for key in ("amp", "channels_last", "compile", "checkpoint_s"):  # as an older version wrote it
+    for key in ("amp", "channels_last", "compile", "checkpoint_s", "fused_adam"):  # as an older version wrote it
         del ckpt["config"]["train"][key]
     save_torch(ckpt, tmp_path / "r" / "last.pt")
     res = fit(cfg_for("ae", epochs=2, channels_last=True), faces, tmp_path / "r", resume=True, log=lambda *_: None)
