@@ -53,8 +53,20 @@ def test_paired_requires_the_same_sign_in_every_seed():
     c = A.decide([A.paired(a, b)])[0]
     assert c["p"] < 1e-6 and not c["seeds_agree"] and not c["significant"] and c["direction"] == 0
     c = A.decide([A.paired({0: base + 1.0, 1: base + 0.5}, b)])[0]
-    assert c["seeds_agree"] and c["significant"] and c["direction"] == 1
+    assert c["seeds_agree"] and c["intervals_apart"] and c["significant"] and c["direction"] == 1
     assert c["diff"] == pytest.approx(0.75)
+
+
+def test_paired_requires_non_overlapping_intervals_over_seeds():
+    base = np.linspace(0, 1, 40)
+    b = {s: base for s in range(3)}
+    a = {0: base + 1.0, 1: base + 0.1, 2: base + 0.1}  # same sign everywhere, but 0.4 +- 0.52 vs 0.5 +- 0
+    c = A.decide([A.paired(a, b)])[0]
+    assert c["seeds_agree"] and not c["intervals_apart"] and not c["significant"]
+    a = {0: base + 1.0, 1: base + 0.9, 2: base + 1.1}
+    assert A.decide([A.paired(a, b)])[0]["significant"]
+    one = A.decide([A.paired({0: base + 0.1}, {0: base})])[0]  # one seed: the per-image test alone
+    assert one["intervals_apart"] and one["significant"]
 
 
 # ---------------------------------------------------------------- the claim checker on hand-made files
@@ -94,7 +106,8 @@ def effect_seeds_disagree(model, reg, tr, cond, seed):
 def fake_grid(root, effect, seeds=(0, 1), n=60):
     """summary.json + per_image.npz of a {AE, VAE} x 4 regs x {clean, noise}-trained grid.
 
-    Per-image value = shared base + effect (PSNR in dB; SSIM gets 1/100 of it) + small jitter.
+    Per-image value = shared base + effect (PSNR in dB; SSIM gets 1/100 of it, unless the effect
+    is a (PSNR, SSIM) pair) + small jitter.
     """
     rng = np.random.default_rng(0)
     base = {"psnr": rng.normal(25, 2, n), "ssim": rng.uniform(0.4, 0.8, n)}
@@ -107,8 +120,9 @@ def fake_grid(root, effect, seeds=(0, 1), n=60):
                     arrays, means = {}, {}
                     for cond in ("clean", "gaussian_0.1"):
                         e = effect(model, reg, tr, cond, seed)
-                        psnr = base["psnr"] + e + rng.normal(0, 0.01, n)
-                        ssim = base["ssim"] + e / 100 + rng.normal(0, 1e-4, n)
+                        e_psnr, e_ssim = e if isinstance(e, tuple) else (e, e / 100)
+                        psnr = base["psnr"] + e_psnr + rng.normal(0, 0.01, n)
+                        ssim = base["ssim"] + e_ssim + rng.normal(0, 1e-4, n)
                         vals = {"psnr": psnr, "ssim": ssim, "mse": 10 ** (-psnr / 10)}
                         arrays.update({f"test/{cond}/{k}": v.astype(np.float32) for k, v in vals.items()})
                         means[cond] = {k: float(v.mean()) for k, v in vals.items()}
@@ -146,6 +160,15 @@ def test_one_refuted_cell_refutes_a_claim_that_holds_elsewhere(tmp_path):
     assert claim["verdict"] == A.REFUTED and "confirmed in 1" in claim["tally"]
 
 
+def test_metrics_that_disagree_give_inconclusive(tmp_path):
+    def effect(model, reg, tr, cond, seed):  # the AE wins on PSNR, the VAE on SSIM
+        return (3.0, 0.0) if model == "ae" else (0.0, 0.05)
+
+    claim = A.check_claims(fake_grid(tmp_path, effect))["claims"]["ae_quality"]
+    assert [c["verdict"] for c in claim["cells"]] == [A.INCONCLUSIVE] * 4 and claim["verdict"] == A.INCONCLUSIVE
+    assert {x["metric"]: x["direction"] for x in claim["cells"][0]["comparisons"]} == {"psnr": 1, "ssim": -1}
+
+
 def test_claim_numbers_are_the_per_image_means(tmp_path):
     root = fake_grid(tmp_path, effect_holds, seeds=(0, 1, 2))
     claim = A.check_claims(root)["claims"]["ae_quality"]
@@ -163,6 +186,9 @@ def test_conclusions_markdown_states_verdicts_numbers_and_the_backing_file(tmp_p
         assert f"**\"{c[0]}\": refuted**" in text
     assert f"`{tmp_path.as_posix()}/claims.json` → `claims.vae_robust`" in text
     assert "Wilcoxon" in text and "Holm" in text and "| AE | L2 vs Baseline | clean | PSNR |" in text
+    assert "One seed" not in text  # two seeds
+    one = A.check_claims(fake_grid(tmp_path / "one", effect_fails, seeds=(0,)))
+    assert "One seed" in A.conclusions_markdown(one, "hand-made")
 
 
 def test_replace_block_keeps_the_rest_of_the_readme(tmp_path):
