@@ -39,8 +39,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-if __package__ in (None, ""):  # run as a file (python benchmarks/run.py): make `src` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a file: the repository, not this folder, goes on the path
+    _here = Path(__file__).resolve().parent  # (files here must not shadow modules such as the stdlib's)
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 
 import numpy as np
 import torch

@@ -103,10 +103,16 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert e.value.code == 2
 
 
-def test_runs_as_a_file_too():
-    # `python benchmarks/run.py` has benchmarks/ (not the repository) on sys.path: the script fixes that
-    env = {**os.environ, "COLUMNS": "200"}  # help lines unwrapped
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--help"], cwd=ROOT / "benchmarks",
-                       capture_output=True, text=True, timeout=120, env=env)
-    assert p.returncode == 0, p.stderr
-    assert "--n N" in p.stdout and "(default: 2000)" in p.stdout
+def test_runs_as_a_file_too(tmp_path):
+    # `python benchmarks/run.py` puts benchmarks/ first on sys.path, where a file could shadow a module
+    # torch imports on its first training step (a benchmarks/profile.py once hid the stdlib's `profile`)
+    args = ["--n", "70", "--image-size", "16", "--epochs", "1", "--eval-n", "10", "--workers", "1", "--repeat", "1",
+            "--variants", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "r.json")]
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), *args], cwd=ROOT / "benchmarks",
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((tmp_path / "r.json").read_text())["train"]["vae"]["fit_images_per_s"] > 0
+    assert "targets (issue #6)" in p.stdout
+    h = subprocess.run([sys.executable, "-m", "benchmarks.run", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "COLUMNS": "200"})  # help lines unwrapped
+    assert h.returncode == 0 and "--n N" in h.stdout and "(default: 2000)" in h.stdout

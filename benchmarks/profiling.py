@@ -1,7 +1,7 @@
 """Profiles behind the benchmark's missed targets: where SSIM and ``fit`` spend their time.
 
-    python -m benchmarks.profile                    # both, default sizes (about a minute on 2 cores)
-    python -m benchmarks.profile --what ssim --n 512
+    python -m benchmarks.profiling                    # both, default sizes (about a minute on 2 cores)
+    python -m benchmarks.profiling --what ssim --n 512
 
 Writes a text report (default ``benchmarks/out/profile.txt``) with:
 
@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make `src` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a file: the repository, not this folder, goes on the path
+    _here = Path(__file__).resolve().parent  # (files here must not shadow modules such as the stdlib's)
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 
 import torch
 
@@ -92,7 +93,7 @@ def profile_fit(n: int, epochs: int, top: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profiling", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--what", nargs="+", choices=("ssim", "fit"), default=["ssim", "fit"], help="what to profile")
     p.add_argument("--n", type=int, default=512, help="images")
