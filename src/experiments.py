@@ -134,8 +134,8 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
     check_output_dir(out)
     data_cfg = DataConfig(root=data_root, image_size=preset.image_size, limit=preset.limit,
                           sample_size=preset.sample_size)
+    faces = load_dataset(data_cfg, progress=progress, log=log)  # before the lock: a bad --data writes nothing
     with grid_lock(out):
-        faces = load_dataset(data_cfg, progress=progress, log=log)
         data_cfg = replace(data_cfg, root=faces.root)  # store the resolved folder with every run
         dev = pick_device(device)
         info = grid_info(preset, faces, data_cfg, dev)

@@ -107,3 +107,10 @@ def test_report_without_results_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "summary.json" in err and "\n" not in err
+
+
+def test_reproduce_with_a_missing_data_folder_writes_nothing(tmp_path, capsys):
+    code = main(["reproduce", "--preset", "smoke", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "out"),
+                 "--readme", "", "--no-progress"])
+    assert code == 2 and "nope" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
