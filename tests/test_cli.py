@@ -87,7 +87,8 @@ def test_download_without_kagglehub_explains_the_manual_steps(capsys, monkeypatc
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_kagglehub)
-    _one_line_error(capsys, ["data", "download", "--out", "unused"], "kagglehub", "data/flickr")
+    err = _one_line_error(capsys, ["data", "download", "--out", "unused"], "kagglehub", "data/flickr")
+    assert "by hand" in err  # the manual steps, not only the failure
 
 
 def test_data_sample_command_is_deterministic(tmp_path):
