@@ -404,17 +404,7 @@ def table(r: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- CLI
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
-        raise SystemExit(2)
-
-
-def _pos_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
-    return v
+from src.__main__ import Parser, _pos_int  # noqa: E402  (the project's one-line-error parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
