@@ -53,7 +53,8 @@ from src.data import DataConfig, load_images, split_indices, to_float
 from src.losses import compute_loss
 from src.models import ModelConfig, build_model
 from src.regularization import RegConfig, penalty
-from src.train import EVAL_BATCH, RunConfig, TrainConfig, epoch_batches, fit, make_optimizer, pick_device
+from src.evaluation import EVAL_BATCH
+from src.train import RunConfig, TrainConfig, epoch_batches, fit, make_optimizer, pick_device
 from src.utils import UserError, set_seed, write_json
 
 HERE = Path(__file__).resolve().parent

@@ -202,7 +202,8 @@ def _check_out(out: Path) -> None:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .train import RunConfig, evaluate_run, pick_device
+    from .evaluation import evaluate_run
+    from .train import RunConfig, pick_device
     from .utils import read_json
 
     run_dir = Path(a.run_dir)

@@ -45,8 +45,9 @@ from . import report as R
 from .data import DataConfig, load_dataset, split_indices, to_float
 from .experiments import Preset, grid_configs, grid_lock, run_configs, run_name
 from .regularization import KINDS
-from .train import (EVAL_BATCH, Condition, RunConfig, evaluate, load_run, read_history, read_metrics,
-                    summarize)
+from .evaluation import EVAL_BATCH, Condition, evaluate, load_run, summarize
+from .results import read_history, read_metrics
+from .train import RunConfig
 from .utils import UserError, read_json, save_npz, write_json, write_text
 
 ALPHA = 0.05                                # significance level of every family of tests

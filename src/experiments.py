@@ -31,8 +31,9 @@ from .compression import baseline_metrics
 from .data import DataConfig, FaceSet, load_dataset, split_indices
 from .models import ModelConfig
 from .regularization import KINDS, RegConfig
-from .train import (RunConfig, TrainConfig, evaluate_run, fit, is_trained, pick_device, read_metrics,
-                    summarize)
+from .evaluation import evaluate_run, summarize
+from .results import read_metrics
+from .train import RunConfig, TrainConfig, fit, is_trained, pick_device
 from .utils import UserError, read_json, save_npz, write_json, write_text
 
 MODEL_NAMES = ("ae", "vae")

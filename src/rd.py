@@ -34,7 +34,8 @@ from matplotlib.figure import Figure
 from . import compression as C
 from .data import load_images, split_indices, to_float
 from .metrics import all_metrics, psnr, ssim
-from .train import EVAL_BATCH, RunConfig, fit, is_trained, load_run
+from .evaluation import EVAL_BATCH, load_run
+from .train import RunConfig, fit, is_trained
 from .utils import UserError, read_json, write_json
 
 RD_DIR = "rd"

@@ -23,7 +23,8 @@ from matplotlib.figure import Figure  # no pyplot: no global backend state, safe
 from . import noise, rd
 from .data import DataConfig, load_images, split_indices, to_float
 from .regularization import KINDS
-from .train import EVAL_BATCH, eval_generator, load_run, read_history, reconstruct
+from .evaluation import EVAL_BATCH, eval_generator, load_run, reconstruct
+from .results import read_history
 from .utils import UserError, read_json, write_text
 
 REG_LABEL = {"none": "Baseline", "l1": "L1", "l2": "L2", "l1+l2": "L1+L2"}

@@ -1,4 +1,4 @@
-"""Training and evaluation: ``fit`` serves both models, ``evaluate_run`` writes metrics.
+"""Training: ``fit`` serves both models; evaluation is in ``evaluation.py``.
 
 A run folder holds (all written atomically: temp file, then rename)::
 
@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import io
-import json
 import math
 import time
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,13 +33,14 @@ from tqdm import tqdm  # plain tqdm: tqdm.auto warns in notebooks without ipywid
 
 from . import metrics as M
 from . import noise
+from .checkpoint import load_torch, rng_state, save_torch, set_rng_state
 from .data import DataConfig, split_indices, to_float
 from .losses import compute_loss
 from .models import ModelConfig, build_model
 from .regularization import RegConfig, penalty
-from .utils import UserError, atomic_path, read_json, save_npz, set_seed, write_json, write_text
+from .utils import UserError, save_npz, set_seed, write_json, write_text
 
-EVAL_BATCH = 500  # fixed, so that evaluation noise (drawn per batch) is identical for every run
+EVAL_BATCH = 500  # validation batch size (evaluation.py uses the same)
 
 
 @dataclass
@@ -204,51 +202,6 @@ def validation_loss(model: torch.nn.Module, data: torch.Tensor, cfg: RunConfig) 
     return {k: float(v) / data.shape[0] for k, v in sums.items()}
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class CorruptFile(UserError, ValueError):
-    """A stored file is truncated or garbled: a ValueError for callers that redo the work, one line in the CLI."""
-
-
-def save_torch(obj: Any, path: Path) -> None:
-    """torch.save through a temp file + rename: a crash never leaves a half checkpoint.
-
-    Serialized in memory first: torch's own file writer reports a full disk as an opaque
-    RuntimeError, a plain write raises ``OSError(ENOSPC)`` that the CLI can explain.
-    """
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getbuffer())
-
-
-def load_torch(path: Path, map_location: Any = "cpu") -> Any:
-    """torch.load that turns a truncated or garbled file into ``CorruptFile`` naming it.
-
-    torch.load does not check the CRC-32 its zip container stores for every record, so a
-    flipped byte in tensor data would load silently; ``testzip`` verifies them all first.
-    """
-    try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-        if bad is not None:
-            raise ValueError(f"checksum mismatch in {bad}")
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # zip errors, unpickling errors, EOF: all mean "corrupt"
-        raise CorruptFile(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
-
-
 def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
     buf = io.StringIO()
     keys = list(rows[0]) if rows else ["epoch"]
@@ -256,11 +209,6 @@ def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
-
-
-def read_history(run_dir: str | Path) -> list[dict[str, float]]:
-    with open(Path(run_dir) / "history.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -310,7 +258,7 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
                 raise UserError(f"{run_dir} was trained with a different configuration; use another --out")
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            _set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"])
             history, best_val, best_epoch = ckpt["history"], ckpt["best_val"], ckpt["best_epoch"]
             start_epoch = ckpt["epoch"] + 1
             best_state = best_ckpt["model"]
@@ -350,7 +298,7 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
                 save_torch({"model": best_state, "config": cfg.to_dict(), "epoch": best_epoch,
                             "val_loss": best_val}, run_dir / "best.pt")
             save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                        "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "rng": _rng_state(),
+                        "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "rng": rng_state(),
                         "history": history}, ckpt_path)
             saved_epoch, saved_at, best_unsaved = epoch, time.perf_counter(), False
         _write_history(run_dir / "history.csv", history)
@@ -368,109 +316,3 @@ def is_trained(run_dir: str | Path, epochs: int) -> bool:
         return False
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:
-    """Rebuild the model from the stored config and load the best weights (eval mode)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "best.pt").exists():
-        raise UserError(f"{run_dir} holds no trained model (best.pt missing); train it first")
-    ckpt = load_torch(run_dir / "best.pt")
-    cfg = RunConfig.from_dict(ckpt["config"])
-    model = build_model(cfg.model)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), cfg
-
-
-@torch.no_grad()
-def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Eval-mode reconstruction ((B, 1, S, S) -> same); the VAE decodes its posterior mean."""
-    model.eval()
-    return model(x)["x_hat"]
-
-
-Condition = tuple[str, float]  # ("clean", 0) | ("gaussian", sigma) | ("s&p", p)
-
-
-def eval_generator(seed: int, condition_index: int, device: str | torch.device) -> torch.Generator:
-    """The generator of evaluation noise: the same (seed, condition) gives the same noisy images."""
-    return torch.Generator(device=device).manual_seed(seed * 1000 + condition_index + 1)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
-             conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)), seed: int = 0,
-             device: str | torch.device | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Per-image metrics of ``model`` on ``images_u8`` ((N, S, S) uint8) under each input condition.
-
-    The noise is drawn from a generator seeded by (seed, condition), so every model
-    sees the same noisy images; the metric always compares with the clean image.
-
-    Returns:
-        {condition name: {"mse", "psnr", "ssim": (N,) float32 arrays}}.
-    """
-    device = device or next(model.parameters()).device
-    model.eval()
-    data = torch.as_tensor(np.asarray(images_u8)).to(device)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for i, (kind, level) in enumerate(conditions):
-        gen = eval_generator(seed, i, device)
-        parts: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
-        for start in range(0, data.shape[0], EVAL_BATCH):
-            x = to_float(data[start:start + EVAL_BATCH])
-            x_hat = model(noise.corrupt(x, kind, level, gen))["x_hat"]
-            for k, v in M.all_metrics(x_hat, x).items():
-                parts[k].append(v)
-        out[noise.condition_name(kind, level)] = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
-    return out
-
-
-def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean of per-image values (and the count)."""
-    means = {k: float(np.mean(v)) for k, v in per_image.items()}
-    means["n"] = int(len(next(iter(per_image.values()))))
-    return means
-
-
-def evaluate_run(run_dir: str | Path, images: np.ndarray,
-                 conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)),
-                 device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Evaluate a run's best weights on val and test; write per_image.npz, then metrics.json."""
-    run_dir = Path(run_dir)
-    model, cfg = load_run(run_dir, device)
-    split = split_indices(len(images), cfg.data.split, cfg.data.split_seed)
-    result: dict[str, Any] = {"run": run_dir.name, "model": cfg.model.name, "reg": cfg.reg.kind,
-                              "noise_train": cfg.train.noise_train, "seed": cfg.train.seed,
-                              "best_epoch": load_torch(run_dir / "best.pt")["epoch"],
-                              "conditions": [noise.condition_name(k, v) for k, v in conditions]}
-    arrays = {}
-    for name in ("val", "test"):
-        per = evaluate(model, images[split[name]], list(conditions), seed=cfg.train.seed, device=device)
-        result[name] = {cond: summarize(vals) for cond, vals in per.items()}
-        arrays.update({f"{name}/{cond}/{k}": v for cond, vals in per.items() for k, v in vals.items()})
-    save_npz(run_dir / "per_image.npz", arrays)
-    result["per_image"] = "per_image.npz"
-    write_json(run_dir / "metrics.json", {**result, "sha256": _checksum(result)})
-    return result
-
-
-def _checksum(m: dict[str, Any]) -> str:
-    """sha256 of a metrics dict without its "sha256" key (JSON floats round-trip exactly)."""
-    body = json.dumps({k: v for k, v in m.items() if k != "sha256"}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
-    """metrics.json of a finished run, or None if missing or unreadable (then it is redone)."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        m = read_json(path)
-        if not isinstance(m, dict) or not all(k in m for k in ("val", "test", "conditions")):
-            raise ValueError(f"{path} lacks val/test/conditions")
-        digest = m.pop("sha256", None)  # files written before the checksum existed have none
-        if digest is not None and digest != _checksum(m):
-            raise ValueError(f"{path} fails its checksum (changed or damaged after it was written)")
-        return m
-    except ValueError as e:
-        warnings.warn(f"{e}; this run will be evaluated again", stacklevel=2)
-        return None

@@ -15,8 +15,9 @@ from src import synthetic
 from src.data import DataConfig
 from src.models import ModelConfig
 from src.regularization import RegConfig
-from src.train import (RunConfig, TrainConfig, TrainingDiverged, epoch_batches, evaluate, fit, load_torch,
-                       save_torch, train_one_epoch)
+from src.checkpoint import load_torch, save_torch
+from src.evaluation import evaluate
+from src.train import RunConfig, TrainConfig, TrainingDiverged, epoch_batches, fit, train_one_epoch
 
 SIZE = 32
 

@@ -39,7 +39,8 @@ from src import synthetic
 from src.__main__ import build_parser, main
 from src.data import load_images
 from src.experiments import PRESETS, check_output_dir, grid_lock, run_grid
-from src.train import CorruptFile, load_torch, read_history, read_metrics
+from src.checkpoint import CorruptFile, load_torch
+from src.results import read_history, read_metrics
 from src.utils import UserError, atomic_path
 
 REPO = Path(__file__).resolve().parents[1]

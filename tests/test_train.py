@@ -10,8 +10,10 @@ from src import synthetic
 from src.data import DataConfig
 from src.models import ModelConfig
 from src.regularization import RegConfig
-from src.train import (RunConfig, TrainConfig, TrainingDiverged, evaluate, evaluate_run, fit, load_run,
-                       load_torch, read_history)
+from src.checkpoint import load_torch
+from src.evaluation import evaluate, evaluate_run, load_run
+from src.results import read_history
+from src.train import RunConfig, TrainConfig, TrainingDiverged, fit
 
 SIZE = 32
 

@@ -1,0 +1,110 @@
+"""Evaluation of a trained run: per-image MSE / PSNR / SSIM on val and test, clean and noisy.
+
+``evaluate_run`` writes ``per_image.npz`` and then ``metrics.json`` (written last, with a sha256:
+its presence marks a finished run).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from . import noise
+from .checkpoint import load_torch
+from .data import split_indices, to_float
+from .models import build_model
+from .results import metrics_checksum
+from .train import RunConfig
+from .utils import UserError, save_npz, write_json
+
+EVAL_BATCH = 500  # fixed, so that evaluation noise (drawn per batch) is identical for every run
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:
+    """Rebuild the model from the stored config and load the best weights (eval mode)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "best.pt").exists():
+        raise UserError(f"{run_dir} holds no trained model (best.pt missing); train it first")
+    ckpt = load_torch(run_dir / "best.pt")
+    cfg = RunConfig.from_dict(ckpt["config"])
+    model = build_model(cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg
+
+
+
+@torch.no_grad()
+def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode reconstruction ((B, 1, S, S) -> same); the VAE decodes its posterior mean."""
+    model.eval()
+    return model(x)["x_hat"]
+
+
+Condition = tuple[str, float]  # ("clean", 0) | ("gaussian", sigma) | ("s&p", p)
+
+
+def eval_generator(seed: int, condition_index: int, device: str | torch.device) -> torch.Generator:
+    """The generator of evaluation noise: the same (seed, condition) gives the same noisy images."""
+    return torch.Generator(device=device).manual_seed(seed * 1000 + condition_index + 1)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
+             conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)), seed: int = 0,
+             device: str | torch.device | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per-image metrics of ``model`` on ``images_u8`` ((N, S, S) uint8) under each input condition.
+
+    The noise is drawn from a generator seeded by (seed, condition), so every model
+    sees the same noisy images; the metric always compares with the clean image.
+
+    Returns:
+        {condition name: {"mse", "psnr", "ssim": (N,) float32 arrays}}.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    data = torch.as_tensor(np.asarray(images_u8)).to(device)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for i, (kind, level) in enumerate(conditions):
+        gen = eval_generator(seed, i, device)
+        parts: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
+        for start in range(0, data.shape[0], EVAL_BATCH):
+            x = to_float(data[start:start + EVAL_BATCH])
+            x_hat = model(noise.corrupt(x, kind, level, gen))["x_hat"]
+            for k, v in M.all_metrics(x_hat, x).items():
+                parts[k].append(v)
+        out[noise.condition_name(kind, level)] = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+    return out
+
+
+def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean of per-image values (and the count)."""
+    means = {k: float(np.mean(v)) for k, v in per_image.items()}
+    means["n"] = int(len(next(iter(per_image.values()))))
+    return means
+
+
+def evaluate_run(run_dir: str | Path, images: np.ndarray,
+                 conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)),
+                 device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Evaluate a run's best weights on val and test; write per_image.npz, then metrics.json."""
+    run_dir = Path(run_dir)
+    model, cfg = load_run(run_dir, device)
+    split = split_indices(len(images), cfg.data.split, cfg.data.split_seed)
+    result: dict[str, Any] = {"run": run_dir.name, "model": cfg.model.name, "reg": cfg.reg.kind,
+                              "noise_train": cfg.train.noise_train, "seed": cfg.train.seed,
+                              "best_epoch": load_torch(run_dir / "best.pt")["epoch"],
+                              "conditions": [noise.condition_name(k, v) for k, v in conditions]}
+    arrays = {}
+    for name in ("val", "test"):
+        per = evaluate(model, images[split[name]], list(conditions), seed=cfg.train.seed, device=device)
+        result[name] = {cond: summarize(vals) for cond, vals in per.items()}
+        arrays.update({f"{name}/{cond}/{k}": v for cond, vals in per.items() for k, v in vals.items()})
+    save_npz(run_dir / "per_image.npz", arrays)
+    result["per_image"] = "per_image.npz"
+    write_json(run_dir / "metrics.json", {**result, "sha256": metrics_checksum(result)})
+    return result
+
+
