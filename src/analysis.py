@@ -119,8 +119,9 @@ def _sweep_done(run_dir: Path, names: list[str]) -> bool:
         return False
 
 
-def sampled_z_seed(seed: int) -> int:
-    return seed * 1000 + 999  # apart from eval_generator's seed * 1000 + condition + 1
+def sampled_z_generator(seed: int) -> torch.Generator:
+    """CPU generator of the sampled-z eps (like the evaluation noise: the same draws on any device)."""
+    return noise.eval_generator(seed, "sampled_z")
 
 
 @torch.no_grad()
@@ -131,13 +132,13 @@ def sampled_z_metrics(model: torch.nn.Module, images_u8: np.ndarray, seed: int,
     This is what the original notebooks reported as the VAE's reconstruction quality.
     """
     model.eval()
-    gen = torch.Generator(device=device).manual_seed(sampled_z_seed(seed))
+    gen = sampled_z_generator(seed)
     data = torch.as_tensor(np.asarray(images_u8)).to(device)
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     for start in range(0, data.shape[0], EVAL_BATCH):
         x = to_float(data[start:start + EVAL_BATCH])  # (B, 1, S, S)
         mu, logvar = model.encode(x)  # (B, L) each
-        z = mu + torch.randn(mu.shape, generator=gen, device=mu.device) * torch.exp(0.5 * logvar)
+        z = mu + torch.randn(mu.shape, generator=gen).to(mu.device) * torch.exp(0.5 * logvar)
         for k, v in M.all_metrics(model.decode(z), x).items():
             parts[k].append(v)
     return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
@@ -721,7 +722,7 @@ def generator_figures(runs_dir: Path, summary: dict, figures: Path, x: torch.Ten
                             ("pixels", pixels, [f"t={v:.2f}" for v in t[:, 0].tolist()])], figures / "vae_interpolation.png",
                            f"{title}: two test faces, interpolated in latent (μ) and pixel space\n{label}"))
     seed = cfg.train.seed
-    gen = torch.Generator().manual_seed(sampled_z_seed(seed))
+    gen = sampled_z_generator(seed)
     mu_b, logvar_b = model.encode(x)  # the whole first batch, as sampled_z_metrics drew it
     zs = mu_b + torch.randn(mu_b.shape, generator=gen) * torch.exp(0.5 * logvar_b)
     rows = [("original", x[:R.N_SHOW], None), ("decode(μ)", model.decode(mu_b[:R.N_SHOW]), R._captions(runs_dir / run, "clean"))]

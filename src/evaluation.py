@@ -46,19 +46,14 @@ def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 Condition = tuple[str, float]  # ("clean", 0) | ("gaussian", sigma) | ("s&p", p)
 
 
-def eval_generator(seed: int, condition_index: int, device: str | torch.device) -> torch.Generator:
-    """The generator of evaluation noise: the same (seed, condition) gives the same noisy images."""
-    return torch.Generator(device=device).manual_seed(seed * 1000 + condition_index + 1)
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
              conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)), seed: int = 0,
              device: str | torch.device | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per-image metrics of ``model`` on ``images_u8`` ((N, S, S) uint8) under each input condition.
 
-    The noise is drawn from a generator seeded by (seed, condition), so every model
-    sees the same noisy images; the metric always compares with the clean image.
+    The noise comes from ``noise.eval_generator(seed, condition)`` on the CPU, so every model on
+    every device sees the same noisy images; the metric always compares with the clean image.
 
     Returns:
         {condition name: {"mse", "psnr", "ssim": (N,) float32 arrays}}.
@@ -67,8 +62,8 @@ def evaluate(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
     model.eval()
     data = torch.as_tensor(np.asarray(images_u8)).to(device)
     out: dict[str, dict[str, np.ndarray]] = {}
-    for i, (kind, level) in enumerate(conditions):
-        gen = eval_generator(seed, i, device)
+    for kind, level in conditions:
+        gen = noise.eval_generator(seed, noise.condition_name(kind, level))  # CPU: same noise on any device
         parts: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
         for start in range(0, data.shape[0], EVAL_BATCH):
             x = to_float(data[start:start + EVAL_BATCH])

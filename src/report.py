@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend state, safe
 from . import noise, rd
 from .data import DataConfig, load_images, split_indices, to_float
 from .regularization import KINDS
-from .evaluation import EVAL_BATCH, eval_generator, load_run, reconstruct
+from .evaluation import EVAL_BATCH, load_run, reconstruct
 from .results import read_history
 from .utils import UserError, read_json, write_text
 
@@ -188,8 +188,8 @@ def image_figures(runs_dir: Path, summary: dict, figures: Path, model: str, x: t
     sigma = summary["grid"]["preset"]["noise_sigma"] if summary.get("grid") else 0.1
     cond = noise.condition_name("gaussian", sigma)
     seed = min(r["seed"] for r in summary["runs"])
-    # evaluation noise: condition index 1 of evaluate(), first batch, first N_SHOW images
-    noisy = noise.corrupt(x, "gaussian", sigma, eval_generator(seed, 1, "cpu"))[:N_SHOW]
+    # the evaluation noise of evaluate(): first batch, first N_SHOW images
+    noisy = noise.corrupt(x, "gaussian", sigma, noise.eval_generator(seed, cond))[:N_SHOW]
     clean = x[:N_SHOW]
     recon_rows = [("original", clean, None)]
     noise_rows = [("original", clean, None), (f"noisy σ={sigma:g}", noisy, None)]

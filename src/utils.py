@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import random
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,8 +34,20 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
+def _new_temp(path: Path) -> Path:
+    """Create an empty, unique temp file next to ``path``.
+
+    ``os.open`` with mode 0o666 lets the kernel apply the process umask, so results get the
+    usual permissions (mkstemp would make them 0600) without ever changing the umask.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temp file next to {path}")
 
 
 @contextlib.contextmanager
@@ -46,10 +58,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get the usual permissions
+    tmp = _new_temp(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

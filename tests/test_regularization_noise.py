@@ -1,4 +1,5 @@
 """Penalties on known weights, and the statistics of the input corruptions."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -89,3 +90,55 @@ def test_condition_names():
     assert noise.condition_name("clean", 0) == "clean"
     assert noise.condition_name("gaussian", 0.1) == "gaussian_0.1"
     assert noise.condition_name("gaussian", 0) == "clean"
+
+
+def _devices() -> list[str]:
+    devs = ["cpu"]
+    if torch.cuda.is_available():
+        devs.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devs.append("mps")
+    return devs
+
+
+def test_eval_noise_is_drawn_on_the_cpu_whatever_the_images_device():
+    x = torch.rand(3, 1, 16, 16)
+    gen = noise.eval_generator(4, "gaussian_0.1")
+    assert gen.device.type == "cpu"
+    # the reference: the CPU stream of that (seed, condition), written out by hand
+    ref = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(gen.initial_seed()))).clamp(0, 1)
+    for dev in _devices():
+        y = noise.corrupt(x.to(dev), "gaussian", 0.1, noise.eval_generator(4, "gaussian_0.1"))
+        assert y.device.type == dev
+        assert torch.allclose(y.cpu(), ref, atol=1e-6), dev  # identical noise, not just the same distribution
+    # tensors without storage ("meta", as on a device without data) still get their noise from the CPU stream
+    assert noise.corrupt(x.to("meta"), "gaussian", 0.1, noise.eval_generator(4, "gaussian_0.1")).device.type == "meta"
+
+
+def test_eval_noise_is_keyed_by_seed_and_condition_name():
+    x = torch.full((2, 1, 8, 8), 0.5)
+    a = noise.corrupt(x, "gaussian", 0.1, noise.eval_generator(0, "gaussian_0.1"))
+    assert torch.equal(a, noise.corrupt(x, "gaussian", 0.1, noise.eval_generator(0, "gaussian_0.1")))
+    assert not torch.equal(a, noise.corrupt(x, "gaussian", 0.1, noise.eval_generator(1, "gaussian_0.1")))
+    assert not torch.equal(a, noise.corrupt(x, "gaussian", 0.1, noise.eval_generator(0, "gaussian_0.2")))
+
+
+def test_evaluate_scores_every_model_on_the_same_noisy_images_in_any_condition_list():
+    from src.evaluation import evaluate
+
+    class Identity(torch.nn.Module):  # x_hat = its input: the metrics measure the noise itself
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return {"x_hat": x}
+
+    images = (torch.rand(12, 16, 16) * 255).to(torch.uint8).numpy()
+    alone = evaluate(Identity(), images, [("gaussian", 0.1)], seed=3)
+    among = evaluate(Identity(), images, [("clean", 0.0), ("s&p", 0.05), ("gaussian", 0.1)], seed=3)
+    assert np.array_equal(alone["gaussian_0.1"]["psnr"], among["gaussian_0.1"]["psnr"])
+    assert np.all(among["clean"]["mse"] == 0)
+    for dev in _devices()[1:]:  # on a machine with an accelerator: the same per-image values there
+        on_dev = evaluate(Identity().to(dev), images, [("gaussian", 0.1)], seed=3, device=dev)
+        assert np.allclose(on_dev["gaussian_0.1"]["psnr"], alone["gaussian_0.1"]["psnr"], atol=1e-4)

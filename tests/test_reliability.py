@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 import src.train as T
+import src.utils as U
 from src import synthetic
 from src.__main__ import build_parser, main
 from src.data import load_images
@@ -217,25 +218,23 @@ def disk_full(monkeypatch, name: str, after: int = 0, on_fail=None):
     """
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
-    real = tempfile.mkstemp
+    real = U._new_temp
     state = {"seen": 0, "failed": 0}
 
-    def mkstemp(suffix=None, prefix=None, dir=None, text=False):
-        fail = prefix == f".{name}." and state["seen"] >= after
-        state["seen"] += prefix == f".{name}."
+    def new_temp(path):
+        fail = path.name == name and state["seen"] >= after
+        state["seen"] += path.name == name
         if fail and on_fail:
             on_fail()
-        fd, tmp = real(suffix=suffix, prefix=prefix, dir=dir, text=text)
+        tmp = real(path)
         if fail:
-            os.close(fd)
             os.unlink(tmp)
             os.symlink("/dev/full", tmp)
-            fd = os.open(tmp, os.O_WRONLY)
             state["failed"] += 1
-        return fd, tmp
+        return tmp
 
     with monkeypatch.context() as m:
-        m.setattr(tempfile, "mkstemp", mkstemp)
+        m.setattr(U, "_new_temp", new_temp)
         yield state
 
 
