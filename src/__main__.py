@@ -171,7 +171,7 @@ def download(out: Path) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .data import DataConfig, load_dataset
+    from .data import DataConfig, load_dataset, resolved
     from .models import ModelConfig
     from .regularization import RegConfig
     from .train import RunConfig, TrainConfig, fit
@@ -187,7 +187,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     out = Path(a.out or f"runs/{a.model}-{a.reg}" + (f"-noise{a.noise_train:g}" if a.noise_train else ""))
     _check_out(out)
     faces = load_dataset(data_cfg, progress=not a.no_progress)
-    cfg.data.root = faces.root
+    cfg.data = resolved(cfg.data, faces)  # absolute root + file-list digest, checked by every later load
     result = fit(cfg, faces.images, out, resume=a.resume)
     print(f"trained {out}: best epoch {result['best_epoch']} (val loss {result['best_val']:.5g}); "
           f"next: python -m src evaluate {out}")

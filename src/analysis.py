@@ -42,7 +42,7 @@ from matplotlib.figure import Figure
 from . import metrics as M
 from . import noise
 from . import report as R
-from .data import DataConfig, load_dataset, split_indices, to_float
+from .data import DataConfig, load_dataset, resolved, split_indices, to_float
 from .experiments import Preset, grid_configs, grid_lock, run_configs, run_name
 from .regularization import KINDS
 from .evaluation import EVAL_BATCH, Condition, evaluate, load_run, summarize
@@ -277,7 +277,7 @@ def run_analysis(preset: Preset, out: str | Path, data_root: str | None = None, 
                           sample_size=preset.sample_size)
     with grid_lock(out):
         faces = load_dataset(data_cfg, progress=progress, log=log)
-        data_cfg = replace(data_cfg, root=faces.root)  # as run_grid stores it, so grid runs match
+        data_cfg = resolved(data_cfg, faces)  # as run_grid stores it, so grid runs match
         dev = pick_device(device)
         noise_sweep(out, dev, log, preset.noise_sigma)
         if plan is not None:

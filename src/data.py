@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -46,6 +46,8 @@ class DataConfig:
     sample_size: int = 2000  # images generated when the sample is created
     strict: bool = False  # bad files are an error instead of a reported skip
     cache_dir: str | None = None  # None = data/.cache
+    n_images: int | None = None  # set once resolved (``resolved``): images used; checked by every later load
+    files_sha256: str | None = None  # set once resolved: digest of the sorted file list; checked likewise
 
     def __post_init__(self):
         self.split = _check_fractions(self.split)  # a JSON round trip gives a list
@@ -70,6 +72,9 @@ class FaceSet:
     root: str
     skipped: list[Skipped] = field(default_factory=list)
     source: str = "folder"  # "real" | "sample" | "folder"
+
+    def files_sha256(self) -> str:
+        return hashlib.sha256("\n".join(self.files).encode()).hexdigest()
 
 
 class BadImage(Exception):
@@ -367,7 +372,7 @@ def load_images(root, size: int = 128, *, strict: bool = False, cache_dir=None, 
         skipped += bad
     _report(root, skipped, strict)  # after caching: a strict rerun after a fix reuses the work
     source = "sample" if (root / SAMPLE_MARKER).exists() else "folder"
-    return FaceSet(images=images, files=list(files), root=str(root), skipped=skipped, source=source)
+    return FaceSet(images=images, files=list(files), root=str(root.resolve()), skipped=skipped, source=source)
 
 
 def _has_images(root: Path) -> bool:
@@ -409,7 +414,16 @@ def load_dataset(cfg: DataConfig, *, progress: bool = True, log: Callable[[str],
     fs = load_images(root, cfg.image_size, strict=cfg.strict, cache_dir=cfg.cache_dir,
                      progress=progress, limit=cfg.limit)
     fs.source = source
+    if cfg.n_images is not None and (len(fs.images), fs.files_sha256()) != (cfg.n_images, cfg.files_sha256):
+        raise UserError(f"the image folder {fs.root} changed since these runs were trained: it held {cfg.n_images} "
+                        f"images, now {len(fs.images)}" + ("" if len(fs.images) != cfg.n_images else
+                        " with another file list") + "; restore it, or train again (the stored split would be wrong)")
     return fs
+
+
+def resolved(cfg: DataConfig, faces: FaceSet) -> DataConfig:
+    """``cfg`` pinned to the folder it loaded: absolute root, image count and file-list digest."""
+    return replace(cfg, root=faces.root, n_images=len(faces.images), files_sha256=faces.files_sha256())
 
 
 # ----------------------------------------------------------------------------- split, batches

@@ -5,6 +5,7 @@ its presence marks a finished run).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import torch
 from . import metrics as M
 from . import noise
 from .checkpoint import load_torch
-from .data import split_indices, to_float
+from .data import to_float
 from .models import build_model
-from .results import metrics_checksum
+from .results import metrics_checksum, read_history, read_split
 from .train import RunConfig
 from .utils import UserError, save_npz, write_json
 
@@ -41,6 +42,32 @@ def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Eval-mode reconstruction ((B, 1, S, S) -> same); the VAE decodes its posterior mean."""
     model.eval()
     return model(x)["x_hat"]
+
+
+# A run has converged when its best validation loss improved by less than CONVERGED_REL over the
+# last CONVERGED_TAIL of its epochs: a plateau, not a slope that more epochs would continue.
+CONVERGED_TAIL = 0.1   # fraction of the epochs (at least one) that forms the tail
+CONVERGED_REL = 0.01   # relative improvement of the best val loss over that tail
+
+
+def convergence(history: list[dict[str, float]], tail: float = CONVERGED_TAIL,
+                threshold: float = CONVERGED_REL) -> dict[str, Any]:
+    """The converged flag of a run and its evidence, from ``history.csv`` rows (``val_loss`` per epoch).
+
+    ``rel_improvement`` = (best val loss before the tail - best val loss overall) / |best before the tail|.
+    A run of a single epoch has no "before" and is never converged.
+    """
+    losses = [row["val_loss"] for row in history]
+    k = max(1, math.ceil(tail * len(losses)))
+    if len(losses) <= k:
+        return {"converged": False, "rel_improvement": None, "tail_epochs": k, "epochs": len(losses),
+                "threshold": threshold, "why": "too few epochs to see a plateau"}
+    before, best = min(losses[:-k]), min(losses)
+    rel = (before - best) / abs(before) if before else 0.0
+    return {"converged": rel < threshold, "rel_improvement": rel, "tail_epochs": k, "epochs": len(losses),
+            "threshold": threshold,
+            "why": f"best val loss improved {100 * rel:.2f}% over the last {k} of {len(losses)} epochs "
+                   f"({'<' if rel < threshold else '>='} {100 * threshold:g}%)"}
 
 
 Condition = tuple[str, float]  # ("clean", 0) | ("gaussian", sigma) | ("s&p", p)
@@ -84,13 +111,21 @@ def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:
 def evaluate_run(run_dir: str | Path, images: np.ndarray,
                  conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)),
                  device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Evaluate a run's best weights on val and test; write per_image.npz, then metrics.json."""
+    """Evaluate a run's best weights on val and test; write per_image.npz, then metrics.json.
+
+    The split is the one stored with the run (``split.npz``), never recomputed; ``images`` must
+    be the dataset the run was trained on (``data.load_dataset(cfg.data)`` checks its file list).
+    """
     run_dir = Path(run_dir)
     model, cfg = load_run(run_dir, device)
-    split = split_indices(len(images), cfg.data.split, cfg.data.split_seed)
+    if cfg.data.n_images is not None and cfg.data.n_images != len(images):
+        raise UserError(f"{run_dir} was trained on {cfg.data.n_images} images, not the {len(images)} given; "
+                        "load its data with data.load_dataset(cfg.data)")
+    split = read_split(run_dir, len(images))
     result: dict[str, Any] = {"run": run_dir.name, "model": cfg.model.name, "reg": cfg.reg.kind,
                               "noise_train": cfg.train.noise_train, "seed": cfg.train.seed,
                               "best_epoch": load_torch(run_dir / "best.pt")["epoch"],
+                              "convergence": convergence(read_history(run_dir)),
                               "conditions": [noise.condition_name(k, v) for k, v in conditions]}
     arrays = {}
     for name in ("val", "test"):

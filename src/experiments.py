@@ -20,7 +20,7 @@ import io
 import os
 import platform
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .compression import baseline_metrics
-from .data import DataConfig, FaceSet, load_dataset, split_indices
+from .data import DataConfig, FaceSet, load_dataset, resolved, split_indices
 from .models import ModelConfig
 from .regularization import KINDS, RegConfig
 from .evaluation import evaluate_run, summarize
@@ -137,7 +137,7 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
                           sample_size=preset.sample_size)
     faces = load_dataset(data_cfg, progress=progress, log=log)  # before the lock: a bad --data writes nothing
     with grid_lock(out):
-        data_cfg = replace(data_cfg, root=faces.root)  # store the resolved folder with every run
+        data_cfg = resolved(data_cfg, faces)  # the absolute folder + its file-list digest, with every run
         dev = pick_device(device)
         info = grid_info(preset, faces, data_cfg, dev)
         log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in asdict(preset).items()

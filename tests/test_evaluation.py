@@ -1,0 +1,73 @@
+"""Evaluation reads what training stored: the split, the data folder's fingerprint; and flags convergence."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.__main__ import main
+from src.evaluation import CONVERGED_REL, convergence
+from src.utils import save_npz
+
+
+def _rows(losses):
+    return [{"epoch": i + 1, "val_loss": v} for i, v in enumerate(losses)]
+
+
+def test_a_plateau_is_converged_and_a_falling_loss_is_not():
+    plateau = convergence(_rows([10, 5, 3, 2.5, 2.2, 2.1, 2.05, 2.03, 2.02, 2.019]))  # tail: the last epoch
+    assert plateau["converged"] and plateau["tail_epochs"] == 1
+    assert plateau["rel_improvement"] == pytest.approx((2.02 - 2.019) / 2.02)
+    falling = convergence(_rows([10, 9, 8, 7, 6, 5, 4, 3, 2, 1]))
+    assert not falling["converged"] and falling["rel_improvement"] == pytest.approx(0.5)
+    # the threshold is a strict bound on the relative improvement of the best loss
+    edge = convergence(_rows([1.0] * 9 + [1.0 - CONVERGED_REL]))
+    assert not edge["converged"]
+    # a best epoch early on, then worse epochs (overfitting): no improvement in the tail, converged
+    assert convergence(_rows([5, 3, 2, 2.5, 2.6, 2.7, 2.8, 2.9, 3, 3.1]))["converged"]
+
+
+def test_one_epoch_is_never_converged():
+    c = convergence(_rows([3.0]))
+    assert not c["converged"] and c["rel_improvement"] is None and "too few" in c["why"]
+
+
+@pytest.fixture()
+def trained(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "faces"
+    data.mkdir()
+    for k in range(30):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(data / f"{k:03d}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "ae", "--epochs", "2", "--data", str(data), "--image-size", "32",
+                 "--out", str(run), "--no-progress"]) == 0
+    return data, run
+
+
+def test_evaluate_uses_the_stored_split_and_records_convergence(trained):
+    data, run = trained
+    split = dict(np.load(run / "split.npz"))
+    split["val"], split["test"] = split["val"][:2], split["test"][:3]  # a split no seed would give
+    save_npz(run / "split.npz", split)
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["val"]["clean"]["n"] == 2 and m["test"]["clean"]["n"] == 3
+    assert m["convergence"]["epochs"] == 2 and isinstance(m["convergence"]["converged"], bool)
+    cfg = json.loads((run / "config.json").read_text())["data"]
+    assert cfg["root"] == str(data.resolve()) and cfg["n_images"] == 30  # absolute: works from any folder
+
+
+@pytest.mark.parametrize("change", ["add", "rename"])
+def test_evaluate_refuses_a_data_folder_that_changed_since_training(trained, capsys, change):
+    data, run = trained
+    if change == "add":
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(data / "new.png")
+    else:
+        (data / "005.png").rename(data / "zzz.png")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "changed since these runs were trained" in err[0] and str(data.resolve()) in err[0]
+    assert ("now 31" in err[0]) if change == "add" else ("another file list" in err[0])
+    assert not (run / "metrics.json").exists()
