@@ -1,5 +1,29 @@
 """Autoencoders and variational autoencoders as compressors of 128x128 grayscale faces.
 
-Modules (one concept each): data, synthetic, models, losses, regularization, noise,
-metrics, train, experiments, report, compression; the CLI is ``python -m src``.
+One concept per module, from the ground up (a module imports only modules above it in this list):
+
+    utils          user-facing errors, seeding, atomic file writes
+    metrics        batched MSE / PSNR / SSIM, equal to scikit-image's definitions
+    losses         reconstruction and KL terms, returned as dicts
+    noise          Gaussian and salt-and-pepper corruptions, CPU-seeded per (seed, condition)
+    stats          mean ± std over seeds, the paired Wilcoxon test, Holm correction
+    models         ConvAE, LinearVAE and their registry
+    regularization L1, L2 and elastic-net weight penalties
+    synthetic      the procedural face generator (the embedded default dataset)
+    checkpoint     checkpoint files: atomic, CRC-verified, with RNG state
+    export         a weight-free results bundle (folder or .tar.gz)
+    data           finding, decoding, caching and splitting images
+    results        the one reader of the results store (run and grid folders)
+    compression    real byte counts: latent quantization and coding, PCA, Pillow codecs
+    imagestats     image statistics of how hard a face set is to compress
+    train          the training loop: fit one run, checkpoint it, resume it
+    stacked        many runs of one architecture trained together as one stacked model
+    evaluation     per-image metrics of a trained run on val and test, clean and noisy
+    claims         verdicts on the four claims and the paired tables -> claims.json
+    experiments    presets and the experiment grid; runs what is not done yet
+    rd             rate-distortion curves in real bytes -> rd/*.json
+    sweeps         noise sweeps and parameter sweeps of a finished grid
+    figdata        the images the figures show, computed once -> figure_data.npz
+    report/        figures, tables and README blocks, from the store only (no torch)
+    __main__       the CLI: ``python -m src <command>``
 """

@@ -233,7 +233,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     readme = a.readme if a.readme is not None else ("" if smoke else "README.md")
     run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
     if preset.name.startswith("analysis"):
-        from .analysis import run_analysis
+        from .sweeps import run_analysis
 
         run_analysis(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
     else:  # the analysis report has no rate-distortion section: its CPU budget goes to the sweeps
@@ -242,9 +242,9 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_rd(a: argparse.Namespace) -> int:
-    from .report import load_summary
+    from .results import load_summary, preset_of
 
-    preset = a.sweep or ((load_summary(Path(a.runs_dir)).get("grid") or {}).get("preset") or {}).get("name", "quick")
+    preset = a.sweep or preset_of(load_summary(Path(a.runs_dir)).get("grid")).get("name", "quick")
     _rd(Path(a.runs_dir), preset, a.coder, a.device)
     return 0
 
@@ -261,12 +261,18 @@ def _rd(out: Path, preset: str, coder: str, device: str, force: bool = True) -> 
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:
-    from .analysis import analysis_report, noise_sweep
+    from .claims import check_claims
+    from .figdata import write_figure_data
+    from .report import analysis_report
+    from .sweeps import noise_sweep
     from .train import pick_device
 
-    noise_sweep(Path(a.runs_dir), pick_device(a.device))
-    written = analysis_report(Path(a.runs_dir), Path(a.figures), readme=None, grid_figures=False)
-    print(f"analyze: {len(written)} files written; tables and verdicts in {Path(a.runs_dir) / 'analysis.md'}")
+    runs_dir = Path(a.runs_dir)
+    noise_sweep(runs_dir, pick_device(a.device))
+    write_figure_data(runs_dir)
+    check_claims(runs_dir)
+    written = analysis_report(runs_dir, Path(a.figures), readme=None, grid_figures=False)
+    print(f"analyze: {len(written)} files written; tables and verdicts in {runs_dir / 'analysis.md'}")
     return 0
 
 
@@ -275,8 +281,15 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def _report(out: Path, figures: Path, readme: str) -> int:
+    from .claims import check_claims
+    from .figdata import write_figure_data
     from .report import report
+    from .results import is_analysis, load_summary
 
+    summary = load_summary(out)
+    write_figure_data(out, summary)  # the shown images, from the weights; the report itself reads the store only
+    if is_analysis(summary):
+        check_claims(out, summary)  # its verdicts and paired tables, read by the analysis report
     written = report(out, figures, Path(readme) if readme else None)
     print(f"report: {len(written)} files written under {figures}" + (f"; {readme} updated" if readme else ""))
     return 0

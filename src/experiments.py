@@ -20,7 +20,7 @@ import io
 import os
 import platform
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -60,7 +60,7 @@ PRESETS = {
                     epochs=20, batch_size=128, image_size=128, limit=2000, sample_size=2000, seeds=(0,)),
     "full": Preset("full", "the original protocol: whole dataset, 200 epochs, batch 128; for a GPU",
                    epochs=200, batch_size=128, image_size=128, limit=None, sample_size=70000, seeds=(0, 1, 2)),
-    # The analysis presets add noise sweeps and parameter sweeps (src/analysis.py) to the grid.
+    # The analysis presets add noise sweeps and parameter sweeps (src/sweeps.py) to the grid.
     "analysis": Preset("analysis", "parameter analysis in <= 30 min on 2 idle CPU cores: 1,000 faces at 64x64, "
                        "12 epochs, batch 64, 3 seeds; sweeps with 1 seed",
                        epochs=12, batch_size=64, image_size=64, limit=1000, sample_size=2000, seeds=(0, 1, 2)),
@@ -167,6 +167,17 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
             fit(cfg, images, out / name, resume=True, log=log)
         evaluate_run(out / name, images, conditions, device=device)
     return todo
+
+
+def train_latent_variant(base: RunConfig, latent: int, images: np.ndarray, out: Path, log=print) -> Path:
+    """Train (or resume, or reuse) ``base`` with another latent size in ``out``: AE bottleneck
+    channels or VAE latent dimensions (``rd`` draws their rate-distortion curves)."""
+    key = "ae_latent" if base.model.name == "ae" else "vae_latent"
+    cfg = replace(base, model=replace(base.model, **{key: latent}))
+    if not is_trained(out, cfg.train.epochs):
+        log(f"rd: training {base.model.name} with latent {latent} ({cfg.train.epochs} epochs) in {out}")
+        fit(cfg, images, out, resume=True, log=log)
+    return out
 
 
 def _conditions(preset: Preset) -> list[tuple[str, float]]:

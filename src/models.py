@@ -1,13 +1,16 @@
 """The two compressors of the study: a small convolutional AE and a fully-connected VAE.
 
-Both take images ``(B, C, S, S)`` in [0, 1] and return dicts (CompressAI style):
+Both take images ``(B, C, S, S)`` in [0, 1], expose ``latent_shape`` (one image's latent) and
+return dicts (CompressAI style) from ``forward(x, generator=None)``:
 
-- ``ConvAE.forward(x) -> {"x_hat", "z"}``
-- ``LinearVAE.forward(x) -> {"x_hat", "mu", "logvar", "z"}``
+- ``ConvAE.forward(x) -> {"x_hat", "z"}``; it draws nothing, so it ignores ``generator``.
+- ``LinearVAE.forward(x, generator) -> {"x_hat", "mu", "logvar", "z"}``.
 
-``LinearVAE`` samples ``z = mu + sigma * eps`` only in training mode. In eval mode
-``z = mu`` (the posterior mean), so every reported reconstruction metric is that of
-``decode(mu)``. The original notebooks evaluated a *sampled* z; ``forward(x,
+``LinearVAE`` samples ``z = mu + sigma * eps`` only in training mode, with ``eps`` drawn from
+``generator`` (a run's own generator, so a run draws the same eps alone or stacked with others)
+or passed in as ``eps=`` (the stacked trainer draws it outside ``vmap``, which cannot use
+generators). In eval mode ``z = mu`` (the posterior mean), so every reported reconstruction
+metric is that of ``decode(mu)``. The original notebooks evaluated a *sampled* z; ``forward(x,
 sample=True)`` reproduces that for comparison.
 """
 from __future__ import annotations
@@ -62,7 +65,7 @@ class ConvAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         z = self.encode(x)
         return {"x_hat": self.decode(z), "z": z}
 
@@ -74,7 +77,8 @@ class LinearVAE(nn.Module):
         super().__init__()
         self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
         d = cfg.channels * cfg.image_size * cfg.image_size  # 16384 for 1x128x128
-        self.latent_dim = cfg.vae_latent
+        self.latent_shape = (cfg.vae_latent,)
+        self.latent_dim = cfg.vae_latent  # = latent_shape[0]; kept for VAE.ipynb, which prints it
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, cfg.vae_hidden), nn.ReLU())
         self.fc_mu = nn.Linear(cfg.vae_hidden, cfg.vae_latent)
         self.fc_logvar = nn.Linear(cfg.vae_hidden, cfg.vae_latent)
@@ -92,19 +96,24 @@ class LinearVAE(nn.Module):
         """(B, latent) -> (B, C, S, S)."""
         return self.decoder(z).view(-1, *self.image_shape)
 
-    def forward(self, x: torch.Tensor, sample: bool | None = None) -> dict[str, torch.Tensor]:
-        """Sample z in training mode (or when ``sample=True``); use z = mu otherwise."""
-        mu, logvar = self.encode(x)
-        if self.training if sample is None else sample:
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterization trick
-        else:
-            z = mu
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+                eps: torch.Tensor | None = None, sample: bool | None = None) -> dict[str, torch.Tensor]:
+        """Sample z in training mode (or when ``sample=True``); use z = mu otherwise.
+
+        Args:
+            generator: where eps ~ N(0, I) is drawn from (default: torch's global generator).
+            eps: (B, latent) draw to use instead; given, z is sampled with it in any mode.
+        """
+        mu, logvar = self.encode(x)  # (B, latent) each
+        if eps is None and (self.training if sample is None else sample):
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu if eps is None else mu + eps * torch.exp(0.5 * logvar)  # reparameterization trick
         return {"x_hat": self.decode(z), "mu": mu, "logvar": logvar, "z": z}
 
     @torch.no_grad()
     def sample(self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode ``n`` draws from the prior N(0, I): (n, C, S, S)."""
-        z = torch.randn(n, self.latent_dim, device=device, generator=generator)
+        z = torch.randn(n, *self.latent_shape, device=device, generator=generator)
         return self.decode(z)
 
 

@@ -96,7 +96,7 @@ def run_data(run_dir: str | Path, cache: dict[str, np.ndarray] | None = None) ->
     folder still holds the same files), the split from the stored ``split.npz``. ``cache`` (a dict
     the caller keeps) loads each distinct dataset once over many runs.
     """
-    from .data import DataConfig, load_dataset
+    from .data import DataConfig, load_dataset  # PIL and tqdm: only this reader needs them
 
     section = read_config(run_dir)["data"]
     key = json.dumps(section, sort_keys=True)
@@ -134,6 +134,11 @@ def preset_of(grid: dict | None) -> dict[str, Any]:
 def noise_sigma(grid: dict | None) -> float:
     """Sigma of a grid's noise-trained cells and noisy evaluation."""
     return float(preset_of(grid).get("noise_sigma", DEFAULT_SIGMA))
+
+
+def gaussian_condition(sigma: float) -> str:
+    """Store key of Gaussian noise at ``sigma`` ("gaussian_0.1"): ``noise.condition_name``'s, without torch."""
+    return f"gaussian_{sigma:g}"
 
 
 def is_analysis(summary: dict) -> bool:

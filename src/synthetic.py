@@ -1,12 +1,17 @@
 """Procedural face-like grayscale images: the embedded default dataset.
 
-Face ``index`` of a sample is drawn from its own generator
-``np.random.default_rng([seed, index])``, so it does not depend on the sample size or on
-the order of generation. A face is painted back to front from soft (anti-aliased)
-ellipses in a shifted, rotated face frame: background (gradient, low-frequency texture,
-clutter), clothes and neck, hair, a Lambert-lit oval face with eyes, brows, nose and
-mouth, a fringe, sometimes glasses; then blur and sensor noise. Coordinates are in image
-widths, centred on the image, x to the right and y down. Pure numpy, float32.
+Face ``index`` of a sample is drawn from its own ``np.random.default_rng([seed, index])``,
+so it does not depend on the sample size or the order of generation. A face is painted
+back to front: a cluttered, textured, sometimes defocused scene; clothes; hair with
+strands, locks and a frayed outline; a Lambert-lit head with skin texture, turned by roll
+and yaw, with eyes, brows, nose and mouth; a fringe; sometimes glasses, a hat or a blurred
+foreground object; then uneven light, exposure, tone curve, defocus and sensor noise.
+Coordinates are in image widths, centred, x right and y down. Pure numpy, float32.
+
+Version 2 (issue 12) matches a 2,000-face sample to face photographs on the statistics of
+``src.imagestats`` (its ``TARGET_BANDS``); version 1 faces were far easier to compress.
+Only exactly rounded operations (+ - * / sqrt floor clip) touch pixels: numpy's SIMD sin,
+exp or power and BLAS may differ by an ulp between CPUs, and samples must be byte-identical.
 """
 from __future__ import annotations
 
@@ -22,30 +27,46 @@ from tqdm import tqdm
 from src.utils import UserError, atomic_path, read_json, write_json
 
 GENERATOR = "src.synthetic"
+GENERATOR_VERSION = 2  # bump whenever faces change; SAMPLE.json records it, so stale samples are remade
 MARKER = "SAMPLE.json"  # written last: its presence means the sample is complete
 PARTIAL = ".SAMPLE.partial.json"  # written first: claims the folder while writing
 F = np.float32
 Pose = tuple[float, float, float, float]  # face centre x, y (image widths), cos, sin
+SCENE: Pose = (0.0, 0.0, 1.0, 0.0)  # the image's own frame, for what is not attached to the face
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """(size, size) float32 noise of std <~1 varying over ``cells`` cells per side."""
-    grid = rng.standard_normal((cells + 1, cells + 1)).astype(F)
-    t = (np.arange(size, dtype=F) + F(0.5)) * F(cells / size)
-    i = np.minimum(t.astype(np.int64), cells - 1)
-    w = t - i.astype(F)  # keeps float32: int64 would promote to float64
-    w = w * w * (3 - 2 * w)  # smoothstep hides the bilinear grid lines
-    w0, w1 = (1 - w)[:, None], w[:, None]
-    rows = grid[i] * w0 + grid[i + 1] * w1  # (size, cells + 1)
-    cols = np.ascontiguousarray(rows.T)  # gathering whole rows is faster than columns
-    return cols[i] * w0 + cols[i + 1] * w1
+def _up2(a: np.ndarray) -> np.ndarray:
+    """(h, w) -> (2h, 2w): linear interpolation at the new pixel centres, edges replicated."""
+    h, w = a.shape
+    p = np.empty((h + 2, w), F)
+    p[1:-1], p[0], p[-1] = a, a[0], a[-1]
+    q, rows = F(0.75) * a, np.empty((h, 2, w), F)  # rows 2i and 2i + 1 of the result
+    np.add(q, F(0.25) * p[:-2], out=rows[:, 0])
+    np.add(q, F(0.25) * p[2:], out=rows[:, 1])
+    r = rows.reshape(2 * h, w)
+    p = np.empty((2 * h, w + 2), F)
+    p[:, 1:-1], p[:, 0], p[:, -1] = r, r[:, 0], r[:, -1]
+    q, out = F(0.75) * r, np.empty((2 * h, w, 2), F)
+    np.add(q, F(0.25) * p[:, :-2], out=out[:, :, 0])
+    np.add(q, F(0.25) * p[:, 2:], out=out[:, :, 1])
+    return out.reshape(2 * h, 2 * w)
+
+
+def _fractal(rng: np.random.Generator, size: int, decay: float, base: int = 4) -> np.ndarray:
+    """(size, size) float32 multi-scale noise (std ~1): each octave's amplitude is ``decay``
+    times the coarser one's (power falling as about f^(-2 - 2 log2(1/decay))), up to
+    octaves of 2 pixels (pixel-level noise is the camera's). ``decay`` = 0: smooth noise
+    of ``base`` cells per side (repeated linear doubling converges to a B-spline)."""
+    a, n, amp = rng.standard_normal((base, base)).astype(F), base, F(1)
+    while n < size:
+        a, n, amp = _up2(a), 2 * n, amp * F(decay)
+        if n < size and decay > 0:
+            a += (rng.random((n, n), dtype=F) - F(0.5)) * (amp * F(3.46))  # uniform of std amp
+    return a[:size, :size]
 
 
 def _wave(phase: np.ndarray) -> np.ndarray:
-    """Sine-like parabolic wave in [-1, 1] of period 1 (same shape as ``phase``).
-
-    Only exactly rounded ops (np.sin's SIMD kernels may differ by an ulp between CPUs).
-    """
+    """Sine-like parabolic wave in [-1, 1] of period 1 (same shape as ``phase``)."""
     f = phase - np.floor(phase)
     return F(8) * f * (1 - f) - F(1)
 
@@ -64,19 +85,24 @@ def _window(pose: Pose, fx: float, fy: float, reach: float, size: int) -> tuple[
     x, y = cx + c * fx - s * fy, cy + s * fx + c * fy
 
     def span(v: float) -> slice:
-        lo = int(np.floor((v + 0.5 - reach) * size)) - 1
-        hi = int(np.ceil((v + 0.5 + reach) * size)) + 1
+        lo = math.floor((v + 0.5 - reach) * size) - 1
+        hi = math.ceil((v + 0.5 + reach) * size) + 1
         return slice(min(max(lo, 0), size), min(max(hi, 0), size))
 
     return span(y), span(x)
 
 
+def _inside(X: np.ndarray, Y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    """1 - (normalized squared distance): 1 at the centre of the ellipse, 0 on its edge."""
+    dx, dy = (X - F(cx)) * F(1 / rx), (Y - F(cy)) * F(1 / ry)
+    return 1 - dx * dx - dy * dy
+
+
 def _ellipse(X: np.ndarray, Y: np.ndarray, cx: float, cy: float, rx: float, ry: float,
              size: int, soft: float = 1.0) -> np.ndarray:
     """Soft ellipse mask in [0, 1]; its edge ramps over about ``soft`` pixels."""
-    dx, dy = (X - F(cx)) * F(1 / rx), (Y - F(cy)) * F(1 / ry)
-    gain = min(rx, ry) * size / (2 * soft)  # q = dx^2 + dy^2 grows by 2/r per unit
-    return np.clip((1 - dx * dx - dy * dy) * F(gain) + F(0.5), 0, 1)
+    gain = min(rx, ry) * size / (2 * soft)  # the inside value falls by 2/r per unit of distance
+    return (_inside(X, Y, cx, cy, rx, ry) * F(gain) + F(0.5)).clip(0, 1)
 
 
 def _blob(img: np.ndarray, X: np.ndarray, Y: np.ndarray, pose: Pose, cx: float, cy: float,
@@ -89,107 +115,6 @@ def _blob(img: np.ndarray, X: np.ndarray, Y: np.ndarray, pose: Pose, cx: float, 
         img[sl] *= 1 - m * F(1 - value)
     else:
         img[sl] += m * (F(value) - img[sl])
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Gradient + low-frequency texture + a few flat boxes (clutter), (size, size)."""
-    t = (np.arange(size, dtype=F) + F(0.5)) / F(size) - F(0.5)
-    gx, gy = rng.uniform(-0.5, 0.5, 2)
-    img = F(rng.uniform(0.15, 0.85)) + F(gx) * t[None, :] + F(gy) * t[:, None]
-    img = img + F(rng.uniform(0.02, 0.12)) * _smooth_noise(rng, size, int(rng.integers(2, 7)))
-    for _ in range(int(rng.integers(0, 5))):
-        y0, x0 = rng.integers(0, size, 2)
-        h, w = rng.integers(size // 16, size // 2, 2)
-        img[y0:y0 + h, x0:x0 + w] += F(rng.uniform(-0.25, 0.25))
-    return img
-
-
-def _hair(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarray,
-          pose: Pose, a: float, b: float) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Paint the hair behind the head; return (texture, mask, long hair?) for what follows."""
-    size = img.shape[0]
-    level = rng.uniform(0.04, 0.6)  # black to blond
-    freq, tilt = rng.uniform(13, 35), rng.uniform(-0.6, 0.6)  # strands per image width
-    warp = F(rng.uniform(0.3, 1.0)) * _smooth_noise(rng, size, 5)
-    strands = _wave(F(freq) * (X + F(tilt) * Y) + warp)
-    tex = F(level) * (F(0.75) + F(0.25) * _smooth_noise(rng, size, 10)) + F(0.06 * level + 0.02) * strands
-    volume = rng.uniform(1.08, 1.35)
-    mask = _ellipse(X, Y, 0, -b * rng.uniform(0.05, 0.25), a * volume, b * rng.uniform(0.95, 1.15), size, 2)
-    long_hair = rng.random() < 0.4
-    if long_hair:  # hair falling to the shoulders
-        fall_y, fall_h = b * rng.uniform(0.2, 0.8), b * rng.uniform(0.8, 1.3)
-        fall = _ellipse(X, Y, 0, fall_y, a * volume * 1.05, fall_h, size, 2)
-        mask = np.maximum(mask, fall)
-    if rng.random() < 0.08:  # (nearly) bald
-        mask *= F(rng.uniform(0, 0.3))
-    img += mask * (tex - img)
-    return tex, mask, long_hair
-
-
-def _eyes(rng: np.random.Generator, alb: np.ndarray, X: np.ndarray, Y: np.ndarray,
-          pose: Pose, a: float, b: float, skin: float) -> tuple[float, float, float]:
-    """Sockets, eyes, irises and brows; returns (eye y, half spacing, eye half-width)."""
-    ey, ex = -b * rng.uniform(0.05, 0.18), a * rng.uniform(0.36, 0.46)
-    rx = a * rng.uniform(0.15, 0.21)
-    ry, gaze = rx * rng.uniform(0.38, 0.6), rx * rng.uniform(-0.3, 0.3)
-    iris, sclera = rng.uniform(0.05, 0.35) * skin, min(skin * rng.uniform(1.0, 1.3), 0.95)
-    brow_y, brow_dark = ey - ry * rng.uniform(2.0, 3.2), rng.uniform(0.25, 0.7)
-    brow_arch, brow_t = rng.uniform(-0.2, 0.8), rng.uniform(0.011, 0.022)
-    socket = rng.uniform(0.6, 0.85)
-    for side in (-1.0, 1.0):
-        cx = side * ex
-        _blob(alb, X, Y, pose, cx, ey - ry * 0.3, rx * 1.6, ry * 2.6, socket, soft=6, mul=True)
-        _blob(alb, X, Y, pose, cx, ey, rx, ry, sclera)
-        sl = _window(pose, cx, ey, rx + 2 / alb.shape[0], alb.shape[0])
-        inside = _ellipse(X[sl], Y[sl], cx, ey, rx, ry, alb.shape[0])
-        disc = _ellipse(X[sl], Y[sl], cx + gaze, ey, ry * 1.1, ry * 1.1, alb.shape[0])
-        alb[sl] += inside * disc * (F(iris) - alb[sl])
-        # the brow arches: its centre line bends down towards the ends
-        sl = _window(pose, cx, brow_y, rx * 1.5, alb.shape[0])
-        bx, by = X[sl] - F(cx), Y[sl] - F(brow_y)
-        by = by - F(brow_arch * brow_t / (rx * rx)) * bx * bx
-        m = _ellipse(bx, by, side * rx * 0.1, 0, rx * 1.3, brow_t, alb.shape[0])
-        alb[sl] *= 1 - m * F(1 - brow_dark)
-    return ey, ex, rx
-
-
-def _nose_mouth(rng: np.random.Generator, alb: np.ndarray, X: np.ndarray, Y: np.ndarray,
-                pose: Pose, a: float, b: float, ey: float, light_x: float) -> None:
-    """Nose side shadow, nostrils, tip highlight, lips with curvature and openness."""
-    ny, nw = b * rng.uniform(0.18, 0.32), a * rng.uniform(0.12, 0.18)
-    side = -1.0 if light_x > 0 else 1.0  # the shadow falls away from the light
-    length = (ny - ey) / 2
-    shadow, under, tip, nostril = rng.uniform((0.75, 0.6, 1.05, 0.3), (0.9, 0.85, 1.2, 0.6))
-    _blob(alb, X, Y, pose, side * nw * 0.6, ey + length, nw * 0.35, length, shadow, soft=4, mul=True)
-    _blob(alb, X, Y, pose, 0, ny + nw * 0.5, nw * 1.4, nw * 0.45, under, soft=4, mul=True)
-    _blob(alb, X, Y, pose, 0, ny - nw * 0.1, nw * 0.6, nw * 0.5, tip, soft=4, mul=True)
-    for s in (-1.0, 1.0):
-        _blob(alb, X, Y, pose, s * nw * 0.55, ny + nw * 0.2, nw * 0.3, nw * 0.18, nostril, soft=1.5, mul=True)
-    my, mw = b * rng.uniform(0.45, 0.6), a * rng.uniform(0.28, 0.42)
-    smile, lip = rng.uniform(-0.015, 0.03), rng.uniform(0.018, 0.032)
-    sl = _window(pose, 0, my, mw * 1.1 + abs(smile), alb.shape[0])
-    mx = X[sl] * F(1 / mw)
-    my_ = Y[sl] - F(my) + F(smile) * mx * mx  # smile > 0 lifts the corners
-    lips, inner = rng.uniform((0.55, 0.1), (0.85, 0.4))
-    alb[sl] *= 1 - _ellipse(X[sl], my_, 0, 0, mw, lip, alb.shape[0], 1.5) * F(1 - lips)
-    opening = lip * rng.uniform(0.25, 0.7) if rng.random() < 0.4 else 0.004  # open or a closed seam
-    alb[sl] *= 1 - _ellipse(X[sl], my_, 0, 0, mw * 0.85, opening, alb.shape[0], 1.0) * F(1 - inner)
-    _blob(alb, X, Y, pose, 0, my + lip * 2.5, mw * 0.6, lip * 0.8, rng.uniform(0.8, 0.95), soft=4, mul=True)
-
-
-def _glasses(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarray,
-             pose: Pose, ey: float, ex: float, rx: float) -> None:
-    """Two rims, tinted lenses and a bridge."""
-    size = img.shape[0]
-    gx, gy = rx * rng.uniform(1.5, 1.9), rx * rng.uniform(1.0, 1.4)
-    thick, dark, tint = rng.uniform(0.006, 0.014), rng.uniform(0.02, 0.3), rng.uniform(0.6, 1.0)
-    for side in (-1.0, 1.0):
-        sl = _window(pose, side * ex, ey, gx + 2 / size, size)
-        outer = _ellipse(X[sl], Y[sl], side * ex, ey, gx, gy, size)
-        inner = _ellipse(X[sl], Y[sl], side * ex, ey, gx - thick, gy - thick, size)
-        img[sl] *= 1 - inner * F(1 - tint)
-        img[sl] += (outer - inner) * (F(dark) - img[sl])
-    _blob(img, X, Y, pose, 0, ey - gy * 0.3, max(ex - gx, 0.01) + 0.005, thick * 0.6, dark)
 
 
 def _blur(img: np.ndarray, passes: int) -> np.ndarray:
@@ -205,53 +130,231 @@ def _blur(img: np.ndarray, passes: int) -> np.ndarray:
     return img
 
 
+def _span(lo: int, length: int, size: int) -> slice:  # lo..lo+length, clipped to the image
+    return slice(min(max(lo, 0), size), min(max(lo + length, 0), size))
+
+
+def _background(rng: np.random.Generator, TX: np.ndarray, TY: np.ndarray) -> np.ndarray:
+    """A cluttered scene (image-frame coordinates TX, TY): gradient, multi-scale texture,
+    boxes, bars, shelves of books or blinds, soft lamps; then a depth-of-field blur."""
+    size, (gx, gy) = TX.shape[0], rng.uniform(-0.45, 0.45, 2)
+    img = F(rng.uniform(0.25, 0.75)) + F(gx) * TX + F(gy) * TY
+    img += F(rng.uniform(0.04, 0.3)) * _fractal(rng, size, rng.uniform(0.45, 0.72))
+    for _ in range(int(rng.integers(3, 15))):
+        (y0, x0), (h, w) = rng.integers(-size // 4, size, 2), rng.integers(size // 16, size * 3 // 4, 2)
+        sl, v, kind = (_span(y0, h, size), _span(x0, w, size)), rng.uniform(-0.4, 0.4), rng.random()
+        if kind < 0.4:  # a flat box: door, window, picture, furniture
+            img[sl] += F(v)
+        elif kind < 0.55:  # a thin bar: a frame, a shelf edge, a cable
+            thick = int(rng.integers(1, 5))
+            img[(_span(y0, thick, size), sl[1]) if kind < 0.48 else (sl[0], _span(x0, thick, size))] += F(2 * v)
+        elif kind < 0.85:  # a row of things of random widths: books, blinds, railings
+            n = sl[1].stop - sl[1].start if kind < 0.7 else sl[0].stop - sl[0].start
+            levels = rng.uniform(-abs(v), abs(v), size).astype(F)
+            profile = np.repeat(levels, rng.integers(1, 9, size))[:n]
+            img[sl] += profile[None, :] if kind < 0.7 else profile[:, None]
+        else:  # a lamp or a plant: a soft disc
+            r = rng.uniform(0.04, 0.2)
+            _blob(img, TX, TY, SCENE, rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), r, r,
+                  rng.uniform(0.05, 0.95), soft=r * size * 0.6)
+    return _blur(img, int(np.searchsorted((0.6, 0.85, 0.97), rng.random(), "right")))  # 0-3 passes: 60/25/12/3 %
+
+
+def _clothes(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarray,
+             pose: Pose, a: float, b: float, skin: float, tex: np.ndarray) -> None:
+    """Shoulders in textured cloth (``tex``: folds and weave, sometimes stripes), a collar, the neck."""
+    size = img.shape[0]
+    cy, rx, ry = b * rng.uniform(1.9, 2.3), a * rng.uniform(1.7, 2.8), b * 1.05
+    sl = _window(pose, 0, cy, max(rx, ry) + 2 / size, size)
+    Xs, Ys = X[sl], Y[sl]
+    cloth = F(rng.uniform(0.05, 0.9)) + F(rng.uniform(-0.2, 0.2)) * Xs + F(rng.uniform(0.03, 0.18)) * tex[sl]
+    if rng.random() < 0.45:  # stripes or checks
+        k, tilt = rng.uniform(8, 30), rng.uniform(-0.5, 0.5)
+        cloth = cloth + F(rng.uniform(0.05, 0.2)) * _wave(F(k) * (Xs + F(tilt) * Ys))
+    img[sl] += _ellipse(Xs, Ys, 0, cy, rx, ry, size, 2) * (cloth - img[sl])
+    _blob(img, X, Y, pose, 0, b * 1.0, a * rng.uniform(0.45, 0.6), b * 0.6, skin * rng.uniform(0.55, 0.8), soft=2)
+    if rng.random() < 0.5:  # a collar or neckline below the neck
+        _blob(img, X, Y, pose, 0, b * 1.5, a * rng.uniform(0.5, 0.8), b * rng.uniform(0.1, 0.25),
+              rng.uniform(0.05, 0.95), soft=1.5)
+
+
+def _hair(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarray,
+          pose: Pose, a: float, b: float, tex: np.ndarray) -> tuple[tuple, np.ndarray, np.ndarray, bool]:
+    """Paint the hair behind the head; return (window, texture, mask, long hair?) for the fringe.
+
+    Strands and locks radiate from a crown above the head (phase ~ X / (Y - crown)),
+    waved by smooth noise; ``tex`` makes them uneven and frays the outline.
+    """
+    size = img.shape[0]
+    level = rng.uniform(0.03, 0.65)  # black to blond
+    warp = F(rng.uniform(0.3, 1.2)) * _fractal(rng, size, 0, base=5)
+    k_fine, k_coarse = rng.uniform(18, 40), rng.uniform(4, 12)  # strands, locks per image width
+    ragged_tex, ragged_locks = rng.uniform(0.03, 0.15), rng.uniform(0, 0.08)
+    cy, rx, ry = -b * rng.uniform(0.05, 0.25), a * rng.uniform(1.05, 1.4), b * rng.uniform(0.95, 1.2)
+    sl = _window(pose, 0, cy, max(rx, ry) * 1.3 + 2 / size, size)  # 1.3: room for frayed strands
+    long_hair = rng.random() < 0.4
+    if long_hair:  # hair falling to the shoulders
+        fall_y, fall_h, fall_w = b * rng.uniform(0.2, 0.8), b * rng.uniform(0.8, 1.4), rx * rng.uniform(0.95, 1.2)
+        sl2 = _window(pose, 0, fall_y, max(fall_w, fall_h) * 1.3 + 2 / size, size)
+        sl = tuple(slice(min(u.start, v.start), max(u.stop, v.stop)) for u, v in zip(sl, sl2))
+    Xs, Ys, T = X[sl], Y[sl], tex[sl]
+    fan = F(b * 1.6) * Xs / np.maximum(Ys + F(b * 1.6), F(0.05))  # x where Y is 1.6 b above the crown
+    fine = _wave(F(k_fine) * fan + warp[sl])
+    coarse = _wave(F(k_coarse) * fan + F(1.7) * warp[sl])
+    strands = F(0.12 * level + 0.03) * fine + F(0.15 * level + 0.03) * coarse
+    hair = F(level) * (F(0.8) + F(0.2) * T) + strands * (F(0.7) + F(0.3) * T)  # uneven, not a grating
+    ragged = F(ragged_tex) * T + F(ragged_locks) * coarse  # strands stick out of the outline
+    gain = F(a * size * 0.5)
+    mask = ((_inside(Xs, Ys, 0, cy, rx, ry) + ragged) * gain + F(0.5)).clip(0, 1)
+    if long_hair:
+        fall = _inside(Xs, Ys, 0, fall_y, fall_w, fall_h)
+        mask = np.maximum(mask, ((fall + ragged) * gain + F(0.5)).clip(0, 1))
+    if rng.random() < 0.08:  # (nearly) bald
+        mask *= F(rng.uniform(0, 0.3))
+    img[sl] += mask * (hair - img[sl])
+    return sl, hair, mask, long_hair
+
+
+def _eyes(rng: np.random.Generator, alb: np.ndarray, X: np.ndarray, Y: np.ndarray,
+          pose: Pose, a: float, b: float, skin: float, yaw: float) -> tuple[float, float, float]:
+    """Sockets, eyes, irises, brows; returns (eye y, half spacing, eye half-width).
+    ``yaw`` > 0 turns the head to the image's right: eyes shift right, the far one narrows."""
+    size = alb.shape[0]
+    ey, ex = -b * rng.uniform(0.05, 0.18), a * rng.uniform(0.36, 0.46)
+    rx = a * rng.uniform(0.15, 0.21)
+    ry, gaze = rx * rng.uniform(0.38, 0.6), rx * rng.uniform(-0.3, 0.3)
+    iris, sclera = rng.uniform(0.05, 0.35) * skin, min(skin * rng.uniform(1.0, 1.3), 0.95)
+    brow_y, brow_dark = ey - ry * rng.uniform(2.0, 3.2), rng.uniform(0.25, 0.7)
+    brow_arch, brow_t = rng.uniform(-0.2, 0.8), rng.uniform(0.011, 0.022) * a / 0.25
+    socket = rng.uniform(0.55, 0.85)
+    for side in (-1.0, 1.0):
+        cx, w = side * ex * (1 - side * yaw * 0.4) + yaw * a * 0.3, rx * (1 - side * yaw * 0.6)
+        _blob(alb, X, Y, pose, cx, ey - ry * 0.3, w * 1.6, ry * 2.6, socket, soft=6, mul=True)
+        _blob(alb, X, Y, pose, cx, ey, w, ry, sclera)
+        sl = _window(pose, cx, ey, w + 2 / size, size)
+        inside = _ellipse(X[sl], Y[sl], cx, ey, w, ry, size)
+        disc = _ellipse(X[sl], Y[sl], cx + gaze, ey, ry * 1.1, ry * 1.1, size)
+        alb[sl] += inside * disc * (F(iris) - alb[sl])
+        # the brow arches: its centre line bends down towards the ends
+        sl = _window(pose, cx, brow_y, w * 1.5, size)
+        bx, by = X[sl] - F(cx), Y[sl] - F(brow_y)
+        by = by - F(brow_arch * brow_t / (w * w)) * bx * bx
+        m = _ellipse(bx, by, side * w * 0.1, 0, w * 1.3, brow_t, size)
+        alb[sl] *= 1 - m * F(1 - brow_dark)
+    return ey, ex, rx
+
+
+def _nose_mouth(rng: np.random.Generator, alb: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                pose: Pose, a: float, b: float, ey: float, light_x: float, yaw: float) -> None:
+    """Nose side shadow, nostrils, tip highlight, lips with curvature and openness."""
+    ny, nw = b * rng.uniform(0.18, 0.32), a * rng.uniform(0.12, 0.18)
+    nx = yaw * a * 0.55  # the nose stands out of the face: it moves most with the yaw
+    side = -1.0 if light_x > 0 else 1.0  # the shadow falls away from the light
+    length = (ny - ey) / 2
+    shadow, under = rng.uniform(0.65, 0.9), rng.uniform(0.55, 0.85)
+    tip, nostril = rng.uniform(1.05, 1.25), rng.uniform(0.25, 0.6)
+    _blob(alb, X, Y, pose, nx + side * nw * 0.6, ey + length, nw * 0.35, length, shadow, soft=3, mul=True)
+    _blob(alb, X, Y, pose, nx, ny + nw * 0.5, nw * 1.4, nw * 0.45, under, soft=3, mul=True)
+    _blob(alb, X, Y, pose, nx, ny - nw * 0.1, nw * 0.6, nw * 0.5, tip, soft=3, mul=True)
+    for s in (-1.0, 1.0):
+        _blob(alb, X, Y, pose, nx + s * nw * 0.55, ny + nw * 0.2, nw * 0.3, nw * 0.18, nostril, soft=1.5, mul=True)
+    my, mw = b * rng.uniform(0.45, 0.6), a * rng.uniform(0.28, 0.42) * (1 - abs(yaw) * 0.3)
+    mx = yaw * a * 0.35
+    smile, lip = rng.uniform(-0.015, 0.03), rng.uniform(0.018, 0.032) * a / 0.25
+    sl = _window(pose, mx, my, mw * 1.1 + abs(smile), alb.shape[0])
+    u = (X[sl] - F(mx)) * F(1 / mw)
+    my_ = Y[sl] - F(my) + F(smile) * u * u  # smile > 0 lifts the corners
+    lips, inner = rng.uniform(0.5, 0.85), rng.uniform(0.1, 0.4)
+    alb[sl] *= 1 - _ellipse(X[sl], my_, mx, 0, mw, lip, alb.shape[0], 1.5) * F(1 - lips)
+    opening = lip * rng.uniform(0.25, 0.7) if rng.random() < 0.4 else 0.004  # open or a closed seam
+    alb[sl] *= 1 - _ellipse(X[sl], my_, mx, 0, mw * 0.85, opening, alb.shape[0], 1.0) * F(1 - inner)
+    _blob(alb, X, Y, pose, mx, my + lip * 2.5, mw * 0.6, lip * 0.8, rng.uniform(0.8, 0.95), soft=3, mul=True)
+
+
+def _glasses(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarray,
+             pose: Pose, ey: float, ex: float, rx: float, shift: float) -> None:
+    """Two rims, tinted lenses and a bridge."""
+    size = img.shape[0]
+    gx, gy = rx * rng.uniform(1.5, 1.9), rx * rng.uniform(1.0, 1.4)
+    thick, dark, tint = rng.uniform(0.006, 0.014), rng.uniform(0.02, 0.3), rng.uniform(0.5, 1.0)
+    for cx in (shift - ex, shift + ex):
+        sl = _window(pose, cx, ey, gx + 2 / size, size)
+        outer = _ellipse(X[sl], Y[sl], cx, ey, gx, gy, size)
+        inner = _ellipse(X[sl], Y[sl], cx, ey, gx - thick, gy - thick, size)
+        img[sl] *= 1 - inner * F(1 - tint)
+        img[sl] += (outer - inner) * (F(dark) - img[sl])
+    _blob(img, X, Y, pose, shift, ey - gy * 0.3, max(ex - gx, 0.01) + 0.005, thick * 0.6, dark)
+
+
+def _hat(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarray,
+         pose: Pose, a: float, b: float, tex: np.ndarray) -> None:
+    """A crown over the top of the head and a brim across the forehead."""
+    size, top = img.shape[0], -b * rng.uniform(0.45, 0.7)
+    tex = F(rng.uniform(0.05, 0.9)) + F(rng.uniform(0.02, 0.08)) * tex
+    crown = _ellipse(X, Y, 0, top - b * 0.35, a * rng.uniform(1.0, 1.2), b * rng.uniform(0.45, 0.7), size, 1.5)
+    crown *= ((F(top) - Y) * F(size / 1.5) + F(0.5)).clip(0, 1)  # cut flat at the brim
+    brim = _ellipse(X, Y, 0, top, a * rng.uniform(1.1, 1.8), b * rng.uniform(0.05, 0.12), size, 1.5)
+    img += np.maximum(crown, brim) * (tex - img)
+
+
 def render_face(rng: np.random.Generator, size: int = 128) -> np.ndarray:
     """One face drawn from ``rng``: uint8 array (size, size)."""
-    img = _background(rng, size)
-    roll = float(np.clip(rng.normal(0, 0.08), -0.2, 0.2))  # tan of the head roll angle
-    cx, cy = rng.uniform(-0.06, 0.06), rng.uniform(0.0, 0.08)  # face centre, image widths
+    TX, TY = _frame(size, SCENE)
+    img = _background(rng, TX, TY)
+    roll = min(max(rng.normal(0, 0.08), -0.25), 0.25)  # tan of the head roll angle
+    cx, cy = rng.uniform(-0.08, 0.08), rng.uniform(0.0, 0.1)  # face centre, image widths
     c = 1 / math.sqrt(1 + roll * roll)  # cos, sin without trig: sqrt is exactly rounded
     pose: Pose = (cx, cy, c, roll * c)
     X, Y = _frame(size, pose)
-    a = rng.uniform(0.22, 0.28)  # face half-width, image widths
-    b = a * rng.uniform(1.2, 1.4)  # face half-height
-    skin = rng.uniform(0.3, 0.85)
-    # clothes and neck first: the head is painted over them
-    clothes = F(rng.uniform(0.05, 0.9)) + F(rng.uniform(-0.15, 0.15)) * X
-    m = _ellipse(X, Y, 0, b * 2.1, a * rng.uniform(1.8, 2.6), b * 1.05, size, 2)
-    img += m * (clothes - img)
-    _blob(img, X, Y, pose, 0, b * 1.0, a * 0.55, b * 0.6, skin * 0.7, soft=2)
-    hair, hair_mask, long_hair = _hair(rng, img, X, Y, pose, a, b)
+    a = rng.uniform(0.19, 0.29)  # face half-width, image widths
+    b = a * rng.uniform(1.18, 1.42)  # face half-height
+    yaw = min(max(rng.normal(0, 0.2), -0.45), 0.45)
+    skin = rng.uniform(0.25, 0.85)
+    # one texture serves cloth, hair, skin and hat: they cover different pixels
+    tex = _fractal(rng, size, rng.uniform(0.5, 0.7), base=8)
+    _clothes(rng, img, X, Y, pose, a, b, skin, tex)
+    hsl, hair, hair_mask, long_hair = _hair(rng, img, X, Y, pose, a, b, tex)
     if not long_hair and rng.random() < 0.7:  # ears in front of short hair, behind the face
         ear_y, ear = b * rng.uniform(-0.15, 0.05), skin * rng.uniform(0.6, 0.9)
-        for side in (-1.0, 1.0):
-            _blob(img, X, Y, pose, side * a * 0.98, ear_y, a * 0.14, b * 0.19, ear, soft=1.5)
+        for side in (s for s in (-1.0, 1.0) if s * yaw < 0.2):  # the far ear hides behind a turned head
+            _blob(img, X, Y, pose, side * a * 0.98 - yaw * a * 0.3, ear_y, a * 0.14, b * 0.19, ear, soft=1.5)
     # face oval narrowing towards the chin, lit as an ellipsoid (Lambert + ambient)
     taper = rng.uniform(0.1, 0.3)
-    xs = X * (1 / (1 - F(taper) * np.clip(Y * F(1 / b), 0, 1)))
-    face_mask = _ellipse(xs, Y, 0, 0, a, b, size, 1.5)
-    lx, ly = rng.uniform(-0.6, 0.6), rng.uniform(-0.5, 0.2)
-    nx, ny = xs * F(1 / a), Y * F(1 / b)
-    nz = np.sqrt(np.clip(1 - nx * nx - ny * ny, 0, 1))
-    amb = rng.uniform(0.35, 0.6)
-    lz = np.sqrt(1 - lx * lx - ly * ly)
-    shade = F(amb) + F(1 - amb) * np.clip(F(lx) * nx + F(ly) * ny + F(lz) * nz, 0, 1)
-    alb = F(skin) + F(0.03) * _smooth_noise(rng, size, 8)
-    ey, ex, rx = _eyes(rng, alb, X, Y, pose, a, b, skin)
-    _nose_mouth(rng, alb, X, Y, pose, a, b, ey, lx)
-    img += face_mask * (alb * shade - img)
+    fsl = _window(pose, 0, 0, b + 2 / size, size)  # b > a: the oval fits in its disc
+    Xf, Yf = X[fsl], Y[fsl]
+    xs = Xf * (1 / (1 - F(taper) * (Yf * F(1 / b)).clip(0, 1)))
+    face_mask = _ellipse(xs, Yf, 0, 0, a, b, size, 1.5)
+    lx, ly = rng.uniform(-0.75, 0.75), rng.uniform(-0.5, 0.3)
+    nx, ny = (xs - F(yaw * a * 0.3)) * F(1 / a), Yf * F(1 / b)
+    nz, amb, lz = np.sqrt((1 - nx * nx - ny * ny).clip(0, 1)), rng.uniform(0.2, 0.6), math.sqrt(1 - lx * lx - ly * ly)
+    shade = F(amb) + F(1 - amb) * (F(lx) * nx + F(ly) * ny + F(lz) * nz).clip(0, 1)
+    alb = F(skin) * (F(1) + F(rng.uniform(0.05, 0.18)) * tex)
+    ey, ex, rx = _eyes(rng, alb, X, Y, pose, a, b, skin, yaw)
+    _nose_mouth(rng, alb, X, Y, pose, a, b, ey, lx, yaw)
+    img[fsl] += face_mask * (alb[fsl] * shade - img[fsl])
     # fringe: hair over the forehead down to a wavy hairline
-    line = -b * rng.uniform(0.4, 0.75) + F(b * rng.uniform(0.1, 0.5)) * (X * F(1 / a)) ** 2
-    line = line + F(b * rng.uniform(0, 0.12)) * _wave(X * F(rng.uniform(1.6, 6.4)) + F(rng.uniform(0, 1)))
-    fringe = hair_mask * np.clip((line - Y) * F(size / 1.5) + F(0.5), 0, 1)
-    img += fringe * (hair - img)
+    Xh = X[hsl]
+    line = -b * rng.uniform(0.4, 0.75) + F(b * rng.uniform(0.1, 0.5)) * (Xh * F(1 / a)) ** 2
+    line = line + F(b * rng.uniform(0, 0.12)) * _wave(Xh * F(rng.uniform(1.6, 6.4)) + F(rng.uniform(0, 1)))
+    fringe = hair_mask * ((line - Y[hsl]) * F(size / 1.5) + F(0.5)).clip(0, 1)
+    img[hsl] += fringe * (hair - img[hsl])
     if rng.random() < 0.25:
-        _glasses(rng, img, X, Y, pose, ey, ex, rx)
-    img = _blur(img, int(rng.integers(0, 3)))
-    img = (img - F(0.5)) * F(rng.uniform(0.8, 1.15)) + F(0.5 + rng.uniform(-0.05, 0.05))
+        _glasses(rng, img, X, Y, pose, ey, ex, rx, yaw * a * 0.3)
+    if rng.random() < 0.1:
+        _hat(rng, img, X, Y, pose, a, b, tex)
+    if rng.random() < 0.12:  # something out of focus between the camera and the face
+        _blob(img, TX, TY, SCENE, (1 if rng.random() < 0.5 else -1) * rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7),
+              rng.uniform(0.1, 0.3), rng.uniform(0.1, 0.3), rng.uniform(0.05, 0.9), soft=rng.uniform(3, 10))
+    # light falling off across the frame, then exposure, contrast and a tone curve
+    gx, gy = rng.uniform(-0.5, 0.5, 2)
+    img = img * (F(1) + F(gx) * TX + F(gy) * TY)
+    img = _blur(img, int(np.searchsorted((0.7, 0.95), rng.random(), "right")))  # 0-2 passes: 70/25/5 %
+    img = (img - F(0.5)) * F(rng.uniform(0.75, 1.25)) + F(0.5 + rng.uniform(-0.07, 0.07))
+    img = img.clip(0, 1)
+    img += F(rng.uniform(-0.6, 0.6)) * img * (1 - img)  # > 0 brightens the mid-tones
     # uniform sensor noise: Gaussian draws would cost a quarter of the whole face
-    img = img + F(rng.uniform(0.007, 0.09)) * (rng.random((size, size), dtype=F) - F(0.5))
-    return np.rint(np.clip(img, 0, 1) * F(255)).astype(np.uint8)
+    img = img + F(rng.uniform(0.01, 0.06)) * (rng.random((size, size), dtype=F) - F(0.5))
+    return np.rint(img.clip(0, 1) * F(255)).astype(np.uint8)
 
 
 def face(index: int, seed: int = 0, size: int = 128) -> np.ndarray:
@@ -316,16 +419,17 @@ def write_sample(out_dir: str | os.PathLike, n: int = 2000, seed: int = 0, size:
                  progress: bool = True) -> list[Path]:
     """Write faces 0..n-1 as PNGs in the FFHQ layout under ``out_dir``; return their paths.
 
-    Same parameters give byte-identical files. ``SAMPLE.json`` is written last and marks
-    the sample complete; a complete sample with the same parameters is left as it is, an
-    interrupted one is resumed, and one with other parameters is replaced.
+    Same parameters give byte-identical files. ``SAMPLE.json`` (parameters and
+    ``GENERATOR_VERSION``) is written last and marks the sample complete; a complete sample
+    with the same parameters is left as it is, an interrupted one is resumed, and one with
+    other parameters or made by another generator version is replaced.
 
     Raises:
         UserError: ``out_dir`` holds anything but a sample made by this generator (the
             folder is then left untouched: user data is never overwritten or deleted).
     """
     out = Path(out_dir)
-    params = {"generator": GENERATOR, "n": n, "seed": seed, "size": size}
+    params = {"generator": GENERATOR, "version": GENERATOR_VERSION, "n": n, "seed": seed, "size": size}
     paths = [sample_path(out, i) for i in range(n)]
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file, not a folder; choose a folder for the sample")

@@ -1,4 +1,4 @@
-"""Training: ``fit`` serves both models; evaluation is in ``evaluation.py``.
+"""Training: ``train_step`` (one optimizer step), ``fit`` (one run); ``stacked.py`` fits many.
 
 A run folder holds (all written atomically: temp file, then rename)::
 
@@ -14,6 +14,11 @@ A run folder holds (all written atomically: temp file, then rename)::
 
 The whole dataset split is moved to the device once as uint8 and converted per batch;
 losses are accumulated on the device and read once per epoch (no per-step host sync).
+
+A run's random draws depend on its own seed only: the shuffle on (seed, epoch), the input
+noise and the VAE's eps on a generator seeded from (seed, epoch) (``run_generator``). So a
+resumed run draws as an uninterrupted one, and a run trained alone (``fit``) draws as the same
+run trained in a stack (``stacked.fit_stacked``), with nothing extra in the checkpoint.
 """
 from __future__ import annotations
 
@@ -23,9 +28,9 @@ import io
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -134,23 +139,88 @@ class TrainingDiverged(UserError):
     """The loss became NaN or inf; the last good checkpoint is left as it was."""
 
 
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The (n,) shuffle of one epoch, drawn on the CPU (the same order on every device) from (seed, epoch)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
 def epoch_batches(data: torch.Tensor, batch_size: int, seed: int, epoch: int):
     """Yield the (B, 1, S, S) float32 batches of one shuffled pass over ``data`` ((N, S, S) uint8).
 
     The permutation depends on (seed, epoch) only, so a resumed run shuffles exactly as an
-    uninterrupted one. It is drawn on the CPU (the same order on every device), moved to the
-    data's device once per epoch, and each batch is gathered and converted there.
+    uninterrupted one. It is moved to the data's device once per epoch, and each batch is
+    gathered and converted there.
     """
-    perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    perm = perm.to(data.device)
+    perm = epoch_permutation(data.shape[0], seed, epoch).to(data.device)
     for start in range(0, data.shape[0], batch_size):
         yield to_float(data[perm[start:start + batch_size]])
 
 
-def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def run_generator(seed: int, epoch: int, device: torch.device | str) -> torch.Generator:
+    """The generator of one run's draws in one epoch: per step, the input noise, then the VAE's eps."""
+    words = np.random.SeedSequence([seed % 2**32, epoch]).generate_state(2)  # independent of the shuffle's seed
+    return torch.Generator(device=device).manual_seed(int(words[0]) << 32 | int(words[1]))
+
+
+def make_optimizer(params: Iterable[torch.Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam; fused on CPU and CUDA unless ``tc.fused_adam`` is off (on a CPU torch's default is a
     per-tensor loop of small ops, which cost the VAE about a third of its step)."""
-    return torch.optim.Adam(model.parameters(), lr=tc.lr, fused=tc.fused_adam and device.type in ("cpu", "cuda"))
+    return torch.optim.Adam(params, lr=tc.lr, fused=tc.fused_adam and device.type in ("cpu", "cuda"))
+
+
+class RunObjective(torch.nn.Module):
+    """One run's objective: forward, ``compute_loss`` and the weight ``penalty``.
+
+    Returns {"loss" (including the penalty), "recon", ["kl"], "penalty"}, 0-d tensors. The run's
+    beta and lambdas are buffers, so the stacked trainer calls this same module through ``vmap``
+    with every run's weights *and* hyper-parameters stacked. ``norms`` are the penalty terms
+    computed ("l1", "l2"): one run computes those it uses; a stack computes the union, each
+    multiplied by the run's lambda (0 for a term the run does not use: it adds exactly nothing).
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: RunConfig, norms: tuple[str, ...] | None = None) -> None:
+        super().__init__()
+        self.model, self.name, self.recon, self.amp = model, cfg.model.name, cfg.train.vae_recon, cfg.train.amp
+        lam1, lam2 = cfg.reg.lambdas
+        norms = tuple(k for k, lam in (("l1", lam1), ("l2", lam2)) if lam) if norms is None else norms
+        # penalty(model, unit) = sum|w| or sum w^2 over the penalized weights; times lambda below
+        self.units = [(k, replace(cfg.reg, kind=k, l1=1.0, l2=1.0)) for k in norms]
+        self.register_buffer("beta", torch.tensor(float(cfg.train.beta)))
+        self.register_buffer("l1", torch.tensor(float(lam1)))
+        self.register_buffer("l2", torch.tensor(float(lam2)))
+
+    def forward(self, x: torch.Tensor, inp: torch.Tensor, generator: torch.Generator | None = None,
+                eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x: clean targets, inp: model inputs (noisy or not), (B, C, S, S) each; eps: the VAE's
+        (B, latent) draw, drawn from ``generator`` when not given."""
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(inp, generator) if eps is None else self.model(inp, eps=eps)
+        if self.amp:  # the loss in float32: BCE takes logs of x_hat
+            out = {k: v.float() for k, v in out.items()}
+        parts = compute_loss(self.name, out, x, beta=self.beta, vae_recon=self.recon)
+        pen = torch.zeros((), device=x.device)
+        for kind, unit in self.units:
+            pen = pen + getattr(self, kind) * penalty(self.model, unit)
+        parts["penalty"] = pen
+        parts["loss"] = parts["loss"] + pen
+        return parts
+
+
+def train_step(objective: Callable[..., dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, inp: torch.Tensor, *, generator: torch.Generator | None = None,
+               eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One optimizer step: the objective's forward, loss and penalty, then backward and Adam.
+
+    ``objective`` is one run's ``RunObjective`` (parts are 0-d), or G of them stacked
+    (``stacked.Stack``: x, inp and eps gain a leading run axis, parts are (G,)). The runs of a
+    stack are independent, so the gradient of their summed losses with respect to run g's
+    weights is that of run g's loss alone. Returns the detached parts.
+    """
+    parts = objective(x, inp, generator=generator, eps=eps)
+    optimizer.zero_grad(set_to_none=True)
+    parts["loss"].sum().backward()
+    optimizer.step()
+    return {k: v.detach() for k, v in parts.items()}
 
 
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor,
@@ -158,26 +228,18 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, da
     """One pass over ``data`` ((N, S, S) uint8 on the model's device); mean losses per image."""
     model.train()
     n, bs, tc = data.shape[0], cfg.train.batch_size, cfg.train
+    objective = RunObjective(model, cfg).to(data.device)
+    gen = run_generator(tc.seed, epoch, data.device)
     sums: dict[str, torch.Tensor] = {}
     bar = tqdm(epoch_batches(data, bs, tc.seed, epoch), total=math.ceil(n / bs), desc=f"epoch {epoch}",
                leave=False, disable=not tc.progress, unit="batch")
     for x in bar:  # (B, 1, S, S) clean target
         if tc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        inp = noise.gaussian(x, tc.noise_train) if tc.noise_train else x
-        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=tc.amp):
-            out = model(inp)
-        if tc.amp:  # the loss in float32: BCE takes logs of x_hat
-            out = {k: v.float() for k, v in out.items()}
-        parts = compute_loss(cfg.model.name, out, x, beta=cfg.train.beta, vae_recon=cfg.train.vae_recon)
-        parts["penalty"] = penalty(model, cfg.reg)
-        total = parts["loss"] + parts["penalty"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        parts["loss"] = total
+        inp = noise.gaussian(x, tc.noise_train, gen) if tc.noise_train else x
+        parts = train_step(objective, optimizer, x, inp, generator=gen)
         for k, v in parts.items():  # accumulated on the device: no host sync per step
-            sums[k] = sums.get(k, 0) + v.detach() * x.shape[0]
+            sums[k] = sums.get(k, 0) + v * x.shape[0]
     return {k: float(v) / n for k, v in sums.items()}
 
 
@@ -202,18 +264,113 @@ def validation_loss(model: torch.nn.Module, data: torch.Tensor, cfg: RunConfig) 
     return {k: float(v) / data.shape[0] for k, v in sums.items()}
 
 
-def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    keys = list(rows[0]) if rows else ["epoch"]
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg = RunConfig.from_dict(cfg).to_dict()  # fills settings added after the checkpoint was written
     return {s: {k: v for k, v in sec.items() if (s, k) not in _RESUMABLE} for s, sec in cfg.items()}
+
+
+@dataclass
+class RunState:
+    """One run's bookkeeping between epochs: history, best copy, what is on disk (fit and stacked)."""
+    cfg: RunConfig
+    run_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 1
+    best_val: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_unsaved: bool = False
+    saved_epoch: int = 0  # epoch of the last.pt on disk (0: none)
+
+    def end_epoch(self, epoch: int, tr: dict[str, float], va: dict[str, float], seconds: float,
+                  state: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """Record a finished epoch; ``state()`` gives a private copy of the weights, taken only on improvement.
+
+        Raises TrainingDiverged (recording nothing) if a loss is NaN or inf.
+        """
+        if not all(math.isfinite(v) for v in (*tr.values(), *va.values())):
+            good = (f"; the last good checkpoint is {self.run_dir / 'last.pt'} (epoch {self.saved_epoch})"
+                    if self.saved_epoch else "")
+            raise TrainingDiverged(f"training diverged at epoch {epoch} (train loss {tr['loss']}, "
+                                   f"val loss {va['loss']}): lower the learning rate{good}")
+        self.history.append({"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
+                             **{f"val_{k}": v for k, v in va.items()}, "seconds": seconds})
+        if va["loss"] < self.best_val:  # update "best" only on improvement, and keep a real copy
+            self.best_val, self.best_epoch, self.best_state, self.best_unsaved = va["loss"], epoch, state(), True
+
+    def save(self, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any], epoch: int) -> None:
+        """Write best.pt (if it changed), then last.pt: a checkpoint never names a best that is not on disk."""
+        if self.best_unsaved:
+            save_torch({"model": self.best_state, "config": self.cfg.to_dict(), "epoch": self.best_epoch,
+                        "val_loss": self.best_val}, self.run_dir / "best.pt")
+        save_torch({"model": model_state, "optimizer": optimizer_state, "config": self.cfg.to_dict(),
+                    "epoch": epoch, "best_val": self.best_val, "best_epoch": self.best_epoch, "rng": rng_state(),
+                    "history": self.history}, self.run_dir / "last.pt")
+        self.saved_epoch, self.best_unsaved = epoch, False
+
+    def write_history(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(self.history[0]) if self.history else ["epoch"])
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text(self.run_dir / "history.csv", buf.getvalue())
+
+    def result(self, model: torch.nn.Module) -> dict[str, Any]:
+        return {"history": self.history, "best_epoch": self.best_epoch, "best_val": self.best_val,
+                "best_state": self.best_state, "model": model}
+
+
+def start_run(cfg: RunConfig, run_dir: str | Path, model: torch.nn.Module, resume: bool,
+              log=print) -> tuple[RunState, dict[str, Any] | None]:
+    """A fresh ``RunState``, or the one of ``run_dir/last.pt`` (loaded into ``model``) when resuming.
+
+    Returns the state and the checkpoint's optimizer state (None when starting fresh). Without
+    ``resume`` an existing checkpoint is an error, so finished work is never silently overwritten.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is an existing file, not a folder")
+    run = RunState(cfg, run_dir)
+    if not (run_dir / "last.pt").exists():
+        return run, None
+    if not resume:
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    try:
+        ckpt = load_torch(run_dir / "last.pt")
+        best_ckpt = load_torch(run_dir / "best.pt")  # written before last.pt: without it "best" is lost
+    except ValueError as e:
+        warnings.warn(f"{e}; starting this run again from epoch 1", stacklevel=3)
+        return run, None
+    if _comparable(ckpt["config"]) != _comparable(cfg.to_dict()):
+        raise UserError(f"{run_dir} was trained with a different configuration; use another --out")
+    model.load_state_dict(ckpt["model"])
+    set_rng_state(ckpt["rng"])  # training draws from per-run generators; kept so the format stays the same
+    run.history, run.best_val, run.best_epoch = ckpt["history"], ckpt["best_val"], ckpt["best_epoch"]
+    run.saved_epoch = ckpt["epoch"]
+    run.start_epoch, run.best_state = ckpt["epoch"] + 1, best_ckpt["model"]
+    log(f"resuming {run_dir} after epoch {ckpt['epoch']}")
+    return run, ckpt["optimizer"]
+
+
+def resident_split(images: np.ndarray, runs: list[RunState], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write each run's config.json and split.npz; return its (train, val) images on ``device`` as uint8.
+
+    The runs share one data configuration, so one copy of the split serves them all.
+    """
+    data = runs[0].cfg.data
+    split = split_indices(len(images), data.split, data.split_seed)
+    for run in runs:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run.run_dir / "config.json", run.cfg.to_dict())
+        save_npz(run.run_dir / "split.npz", split)
+    train_u8 = torch.from_numpy(np.ascontiguousarray(images[split["train"]])).to(device)  # (Ntr, S, S) uint8
+    return train_u8, torch.from_numpy(np.ascontiguousarray(images[split["val"]])).to(device)
+
+
+def checkpoint_due(epoch: int, tc: TrainConfig, saved_at: float) -> bool:
+    """A VAE checkpoint (weights + Adam moments) is ~200 MB: written every epoch it costs more than a
+    fast epoch, so last.pt / best.pt are written at most every checkpoint_s and after the last epoch."""
+    return epoch == tc.epochs or time.perf_counter() - saved_at >= tc.checkpoint_s
 
 
 def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool = False,
@@ -230,81 +387,33 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
     Returns:
         {"history": rows, "best_epoch", "best_val", "best_state" (a deep copy), "model"}.
     """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} is an existing file, not a folder")
     device = pick_device(cfg.train.device)
     set_seed(cfg.train.seed)
     model = build_model(cfg.model).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg.train, device)
-    split = split_indices(len(images), cfg.data.split, cfg.data.split_seed)
-
-    history: list[dict[str, float]] = []
-    start_epoch, best_val, best_epoch = 1, math.inf, 0
-    best_state = None
-    ckpt_path = run_dir / "last.pt"
-    if ckpt_path.exists():
-        if not resume:
-            raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        try:
-            ckpt = load_torch(ckpt_path)
-            best_ckpt = load_torch(run_dir / "best.pt")  # written before last.pt: without it "best" is lost
-        except ValueError as e:
-            warnings.warn(f"{e}; starting this run again from epoch 1", stacklevel=2)
-        else:
-            if _comparable(ckpt["config"]) != _comparable(cfg.to_dict()):
-                raise UserError(f"{run_dir} was trained with a different configuration; use another --out")
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            set_rng_state(ckpt["rng"])
-            history, best_val, best_epoch = ckpt["history"], ckpt["best_val"], ckpt["best_epoch"]
-            start_epoch = ckpt["epoch"] + 1
-            best_state = best_ckpt["model"]
-            log(f"resuming {run_dir} after epoch {ckpt['epoch']}")
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", cfg.to_dict())
-    save_npz(run_dir / "split.npz", split)
-    train_u8 = torch.from_numpy(np.ascontiguousarray(images[split["train"]])).to(device)  # (Ntr, S, S) uint8
-    val_u8 = torch.from_numpy(np.ascontiguousarray(images[split["val"]])).to(device)
+    optimizer = make_optimizer(model.parameters(), cfg.train, device)
+    run, optimizer_state = start_run(cfg, run_dir, model, resume, log)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    train_u8, val_u8 = resident_split(images, [run], device)
 
     if cfg.train.compile:
         model.compile()  # in place: state_dict keys and parameters stay those of the plain model
-    epochs = range(start_epoch, cfg.train.epochs + 1)
-    bar = tqdm(epochs, desc=run_dir.name, disable=not cfg.train.progress, unit="epoch",
-               initial=start_epoch - 1, total=cfg.train.epochs)
-    # A VAE checkpoint (weights + Adam moments) is ~200 MB: written every epoch it costs more than
-    # a fast epoch, so last.pt / best.pt are written at most every checkpoint_s and after the last epoch.
-    saved_epoch, saved_at, best_unsaved = start_epoch - 1, time.perf_counter(), False
+    bar = tqdm(range(run.start_epoch, cfg.train.epochs + 1), desc=run.run_dir.name, disable=not cfg.train.progress,
+               unit="epoch", initial=run.start_epoch - 1, total=cfg.train.epochs)
+    saved_at = time.perf_counter()
     for epoch in bar:
         t0 = time.perf_counter()
         tr = train_one_epoch(model, optimizer, train_u8, cfg, epoch)
         va = validation_loss(model, val_u8, cfg)
-        if not all(math.isfinite(v) for v in (*tr.values(), *va.values())):
-            good = f"; the last good checkpoint is {ckpt_path} (epoch {saved_epoch})" if saved_epoch else ""
-            raise TrainingDiverged(f"training diverged at epoch {epoch} (train loss {tr['loss']}, "
-                                   f"val loss {va['loss']}): lower the learning rate{good}")
-        row = {"epoch": epoch, **{f"train_{k}": v for k, v in tr.items()},
-               **{f"val_{k}": v for k, v in va.items()}, "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if va["loss"] < best_val:  # update "best" only on improvement, and keep a real copy
-            best_val, best_epoch = va["loss"], epoch
-            best_state = copy.deepcopy(model.state_dict())
-            best_unsaved = True
-        if epoch == cfg.train.epochs or time.perf_counter() - saved_at >= cfg.train.checkpoint_s:
-            if best_unsaved:  # best.pt before last.pt: a checkpoint never names a best that is not on disk
-                save_torch({"model": best_state, "config": cfg.to_dict(), "epoch": best_epoch,
-                            "val_loss": best_val}, run_dir / "best.pt")
-            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                        "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "rng": rng_state(),
-                        "history": history}, ckpt_path)
-            saved_epoch, saved_at, best_unsaved = epoch, time.perf_counter(), False
-        _write_history(run_dir / "history.csv", history)
-        bar.set_postfix(train=f"{tr['loss']:.4g}", val=f"{va['loss']:.4g}", best=best_epoch)
-    return {"history": history, "best_epoch": best_epoch, "best_val": best_val,
-            "best_state": best_state, "model": model}
+        run.end_epoch(epoch, tr, va, time.perf_counter() - t0, lambda: copy.deepcopy(model.state_dict()))
+        if checkpoint_due(epoch, cfg.train, saved_at):
+            run.save(model.state_dict(), optimizer.state_dict(), epoch)
+            saved_at = time.perf_counter()
+        run.write_history()
+        bar.set_postfix(train=f"{tr['loss']:.4g}", val=f"{va['loss']:.4g}", best=run.best_epoch)
+    return run.result(model)
 
 
 def is_trained(run_dir: str | Path, epochs: int) -> bool:
@@ -314,5 +423,3 @@ def is_trained(run_dir: str | Path, epochs: int) -> bool:
         return load_torch(run_dir / "last.pt")["epoch"] >= epochs and load_torch(run_dir / "best.pt") is not None
     except (ValueError, FileNotFoundError, KeyError):
         return False
-
-

@@ -1,5 +1,44 @@
-"""Only for tests/test_reliability.py: the counters its tests fill, printed as one line at the end."""
+"""Shared by the suite: the one rule for the ``slow`` marker, the one finished smoke grid, and the
+counters tests/test_reliability.py fills (printed as one line at the end)."""
+import shutil
+
 import pytest
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``@pytest.mark.slow`` tests run only when ``-m`` names the marker (``pytest -m slow``)."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow variant: run with `pytest -m slow`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smoke_grid(tmp_path_factory):
+    """One finished ``reproduce --preset smoke`` for the whole session, to READ only: ROOT/faces (60
+    generated faces), ROOT/runs (the grid, its rd/ curves and figure_data.npz), ROOT/Figures, and
+    ROOT/README.md with its results section replaced. A test that writes uses ``smoke_copy``."""
+    from src.__main__ import main
+    from src.synthetic import write_sample
+
+    root = tmp_path_factory.mktemp("smoke")
+    write_sample(root / "faces", n=60, seed=0, progress=False)
+    readme = root / "README.md"
+    readme.write_text("# Title\n\nintro\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\n")
+    assert main(["reproduce", "--preset", "smoke", "--data", str(root / "faces"), "--out", str(root / "runs"),
+                 "--figures", str(root / "Figures"), "--readme", str(readme), "--no-progress"]) == 0
+    return root
+
+
+@pytest.fixture
+def smoke_copy(smoke_grid, tmp_path):
+    """TMP/runs: a private copy of the smoke grid's results (file times kept, so nothing looks stale);
+    its runs still point at ``smoke_grid / "faces"``."""
+    shutil.copytree(smoke_grid / "runs", tmp_path / "runs", ignore=shutil.ignore_patterns(".lock"))
+    return tmp_path
+
 
 RELIABILITY = {"kills": 0, "corrupted": 0, "failed_writes": 0, "other_faults": 0,
                "bad_inputs": 0, "bad_args": 0, "intact": 0}

@@ -1,12 +1,17 @@
-"""src/analysis.py: seed aggregation, the paired test and its correction, the claim checker on
-hand-made result files, and the sweep runners on a tiny real grid (finished work is skipped)."""
+"""The analysis: seed aggregation (results), the paired test and its correction (stats), the claim
+checker on hand-made result files (claims), the README blocks (report.readme), and the sweep
+runners on a tiny real grid (sweeps; finished work is skipped)."""
 import json
 
 import numpy as np
 import pytest
 
-from src import analysis as A
-from src import report as R
+from src import claims as CL
+from src import stats as S
+from src import sweeps as SW
+from src.report import readme as RM
+from src.report import tables as T
+from src.results import aggregate
 from src.utils import save_npz, write_json
 
 # ---------------------------------------------------------------- seeds and statistics
@@ -21,38 +26,39 @@ def test_seed_aggregation_is_mean_and_sample_std_over_seeds():
             values.setdefault(model, []).append(v)
             runs.append({"model": model, "reg": "l2", "noise_train": 0.0, "seed": seed, "run": f"{model}-s{seed}",
                          "test": {"clean": {"psnr": v}}})
-    agg = R.aggregate(runs, "test", "clean", "psnr")
+    agg = aggregate(runs, "test", "clean", "psnr")
     for model, v in values.items():
         expected = (np.mean(v), np.std(v, ddof=1), 3)
         assert agg[(model, "l2", 0.0)] == pytest.approx(expected)
-        assert A.mean_std(v) == pytest.approx(expected)
-    assert A.mean_std([2.5]) == (2.5, 0.0, 1)
-    # tables: "mean ± std" with several seeds, the bare mean with one
-    assert A._pm("psnr", (25.0, 0.5, 3)) == "25.00 ± 0.50"
-    assert A._pm("ssim", (0.5, 0.0, 1)) == "0.5000"
+        assert S.mean_std(v) == pytest.approx(expected)
+    assert S.mean_std([2.5]) == (2.5, 0.0, 1)
+    # tables: "mean ± std" with several seeds, the bare mean with one, a dash for none
+    assert T.fmt("psnr", (25.0, 0.5, 3)) == "25.00 ± 0.50"
+    assert T.fmt("ssim", (0.5, 0.0, 1)) == "0.5000"
+    assert T.fmt("mse", None) == "—"
 
 
 def test_holm_adjustment_by_hand():
     # sorted 0.01, 0.03, 0.04, 0.2 -> x4, x3, x2, x1 = 0.04, 0.09, 0.08 (raised to 0.09: monotone), 0.2
-    assert A.holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
-    assert A.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert S.holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert S.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
 
 
 def test_wilcoxon_p_values():
     d = np.linspace(0.1, 1.0, 30)
-    assert A.wilcoxon_p(np.zeros(10)) == 1.0
-    assert A.wilcoxon_p(d) < 1e-6  # all 30 differences positive
-    assert A.wilcoxon_p(d) == pytest.approx(A.wilcoxon_p(-d))
-    assert A.wilcoxon_p(np.array([1.0, -1.0] * 20)) > 0.5  # no shift
+    assert S.wilcoxon_p(np.zeros(10)) == 1.0
+    assert S.wilcoxon_p(d) < 1e-6  # all 30 differences positive
+    assert S.wilcoxon_p(d) == pytest.approx(S.wilcoxon_p(-d))
+    assert S.wilcoxon_p(np.array([1.0, -1.0] * 20)) > 0.5  # no shift
 
 
 def test_paired_requires_the_same_sign_in_every_seed():
     base = np.linspace(0, 1, 40)
     a = {0: base + 1.0, 1: base - 0.5}  # seed 0 says a > b, seed 1 says a < b
     b = {0: base, 1: base}
-    c = A.decide([A.paired(a, b)])[0]
+    c = S.decide([S.paired(a, b)])[0]
     assert c["p"] < 1e-6 and not c["seeds_agree"] and not c["significant"] and c["direction"] == 0
-    c = A.decide([A.paired({0: base + 1.0, 1: base + 0.5}, b)])[0]
+    c = S.decide([S.paired({0: base + 1.0, 1: base + 0.5}, b)])[0]
     assert c["seeds_agree"] and c["intervals_apart"] and c["significant"] and c["direction"] == 1
     assert c["diff"] == pytest.approx(0.75)
 
@@ -61,11 +67,11 @@ def test_paired_requires_non_overlapping_intervals_over_seeds():
     base = np.linspace(0, 1, 40)
     b = {s: base for s in range(3)}
     a = {0: base + 1.0, 1: base + 0.1, 2: base + 0.1}  # same sign everywhere, but 0.4 +- 0.52 vs 0.5 +- 0
-    c = A.decide([A.paired(a, b)])[0]
+    c = S.decide([S.paired(a, b)])[0]
     assert c["seeds_agree"] and not c["intervals_apart"] and not c["significant"]
     a = {0: base + 1.0, 1: base + 0.9, 2: base + 1.1}
-    assert A.decide([A.paired(a, b)])[0]["significant"]
-    one = A.decide([A.paired({0: base + 0.1}, {0: base})])[0]  # one seed: the per-image test alone
+    assert S.decide([S.paired(a, b)])[0]["significant"]
+    one = S.decide([S.paired({0: base + 0.1}, {0: base})])[0]  # one seed: the per-image test alone
     assert one["intervals_apart"] and one["significant"]
 
 
@@ -136,14 +142,14 @@ def fake_grid(root, effect, seeds=(0, 1), n=60):
 
 
 @pytest.mark.parametrize("effect,n,verdict", [
-    (effect_holds, 60, A.CONFIRMED),
-    (effect_fails, 60, A.REFUTED),
-    (effect_seeds_disagree, 60, A.INCONCLUSIVE),
-    (effect_holds, 5, A.INCONCLUSIVE),  # 5 images: the smallest two-sided Wilcoxon p is 2/32 > 0.05
+    (effect_holds, 60, CL.CONFIRMED),
+    (effect_fails, 60, CL.REFUTED),
+    (effect_seeds_disagree, 60, CL.INCONCLUSIVE),
+    (effect_holds, 5, CL.INCONCLUSIVE),  # 5 images: the smallest two-sided Wilcoxon p is 2/32 > 0.05
 ])
 def test_claim_verdicts_on_hand_made_results(tmp_path, effect, n, verdict):
-    claims = A.check_claims(fake_grid(tmp_path, effect, n=n))
-    assert {k: c["verdict"] for k, c in claims["claims"].items()} == dict.fromkeys(A.CLAIMS, verdict)
+    claims = CL.check_claims(fake_grid(tmp_path, effect, n=n))
+    assert {k: c["verdict"] for k, c in claims["claims"].items()} == dict.fromkeys(CL.CLAIMS, verdict)
     stored = json.loads((tmp_path / "claims.json").read_text())
     assert stored["claims"]["l2_clean"]["verdict"] == verdict and "Wilcoxon" in stored["test"]
     cells = stored["claims"]["vae_robust"]["cells"]
@@ -155,23 +161,23 @@ def test_one_refuted_cell_refutes_a_claim_that_holds_elsewhere(tmp_path):
         e = effect_holds(model, reg, tr, cond, seed)
         return e + 1.0 if (model, reg, cond) == ("vae", "l1", "clean") else e
 
-    claim = A.check_claims(fake_grid(tmp_path, effect))["claims"]["l2_clean"]
-    assert {c["cell"]: c["verdict"] for c in claim["cells"]} == {"AE": A.CONFIRMED, "VAE": A.REFUTED}
-    assert claim["verdict"] == A.REFUTED and "confirmed in 1" in claim["tally"]
+    claim = CL.check_claims(fake_grid(tmp_path, effect))["claims"]["l2_clean"]
+    assert {c["cell"]: c["verdict"] for c in claim["cells"]} == {"AE": CL.CONFIRMED, "VAE": CL.REFUTED}
+    assert claim["verdict"] == CL.REFUTED and "confirmed in 1" in claim["tally"]
 
 
 def test_metrics_that_disagree_give_inconclusive(tmp_path):
     def effect(model, reg, tr, cond, seed):  # the AE wins on PSNR, the VAE on SSIM
         return (3.0, 0.0) if model == "ae" else (0.0, 0.05)
 
-    claim = A.check_claims(fake_grid(tmp_path, effect))["claims"]["ae_quality"]
-    assert [c["verdict"] for c in claim["cells"]] == [A.INCONCLUSIVE] * 4 and claim["verdict"] == A.INCONCLUSIVE
+    claim = CL.check_claims(fake_grid(tmp_path, effect))["claims"]["ae_quality"]
+    assert [c["verdict"] for c in claim["cells"]] == [CL.INCONCLUSIVE] * 4 and claim["verdict"] == CL.INCONCLUSIVE
     assert {x["metric"]: x["direction"] for x in claim["cells"][0]["comparisons"]} == {"psnr": 1, "ssim": -1}
 
 
 def test_claim_numbers_are_the_per_image_means(tmp_path):
     root = fake_grid(tmp_path, effect_holds, seeds=(0, 1, 2))
-    claim = A.check_claims(root)["claims"]["ae_quality"]
+    claim = CL.check_claims(root)["claims"]["ae_quality"]
     comp = next(c for c in claim["cells"][0]["comparisons"] if c["metric"] == "psnr")  # Baseline: AE vs VAE
     per_seed = [np.load(root / f"ae-none-clean-s{s}" / "per_image.npz")["test/clean/psnr"].astype(float).mean()
                 for s in range(3)]
@@ -180,32 +186,32 @@ def test_claim_numbers_are_the_per_image_means(tmp_path):
 
 
 def test_conclusions_markdown_states_verdicts_numbers_and_the_backing_file(tmp_path):
-    claims = A.check_claims(fake_grid(tmp_path, effect_fails))
-    text = A.conclusions_markdown(claims, "hand-made, preset fake")
-    for c in A.CLAIMS.values():
+    claims = CL.check_claims(fake_grid(tmp_path, effect_fails))
+    text = RM.conclusions_markdown(claims, "hand-made, preset fake")
+    for c in CL.CLAIMS.values():
         assert f"**\"{c[0]}\": refuted**" in text
     assert f"`{tmp_path.as_posix()}/claims.json` → `claims.vae_robust`" in text
     assert "Wilcoxon" in text and "Holm" in text and "| AE | L2 vs Baseline | clean | PSNR |" in text
     assert "One seed" not in text  # two seeds
-    one = A.check_claims(fake_grid(tmp_path / "one", effect_fails, seeds=(0,)))
-    assert "One seed" in A.conclusions_markdown(one, "hand-made")
+    one = CL.check_claims(fake_grid(tmp_path / "one", effect_fails, seeds=(0,)))
+    assert "One seed" in RM.conclusions_markdown(one, "hand-made")
 
 
 def test_replace_block_keeps_the_rest_of_the_readme(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# T\n\n<!-- conclusions:start -->\nold\n<!-- conclusions:end -->\n\n## After\n")
-    A.replace_block(readme, A.CONCLUSION_MARKERS, "new text", "## Conclusions")
+    RM.replace_block(readme, RM.CONCLUSION_MARKERS, "new text", "## Conclusions")
     assert readme.read_text() == "# T\n\n<!-- conclusions:start -->\nnew text\n<!-- conclusions:end -->\n\n## After\n"
-    A.replace_block(readme, A.ANALYSIS_MARKERS, "analysis", "## Parameter analysis")  # absent: appended
+    RM.replace_block(readme, RM.ANALYSIS_MARKERS, "analysis", "## Parameter analysis")  # absent: appended
     assert readme.read_text().endswith("## Parameter analysis\n\n<!-- analysis:start -->\nanalysis\n<!-- analysis:end -->\n")
 
 
 def test_noise_sweep_conditions_put_the_grid_sigma_at_the_grid_index():
-    names = [c for c in A.sweep_conditions(0.1)]
+    names = [c for c in SW.sweep_conditions(0.1)]
     assert names[:2] == [("clean", 0.0), ("gaussian", 0.1)]  # index 1, as in evaluate_run
     assert sorted(v for k, v in names if k == "gaussian") == [0.05, 0.1, 0.2, 0.3]
     assert [v for k, v in names if k == "s&p"] == [0.01, 0.05, 0.1]
-    assert A.sweep_conditions(0.2)[1] == ("gaussian", 0.2) and len(A.sweep_conditions(0.2)) == 8
+    assert SW.sweep_conditions(0.2)[1] == ("gaussian", 0.2) and len(SW.sweep_conditions(0.2)) == 8
 
 
 # ---------------------------------------------------------------- the runners on a tiny real grid
@@ -224,7 +230,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("analysis")
     write_sample(root / "faces", n=60, seed=0, progress=False)
     preset = E.Preset("tiny", "tests", epochs=1, batch_size=16, image_size=32, limit=48, sample_size=2000, seeds=(0,))
-    plan = A.SweepPlan(lambdas=(("ae", "l1", (1e-5, 1e-3)),), vae_latent=(), vae_beta=(), ae_latent=(2,))
+    plan = SW.SweepPlan(lambdas=(("ae", "l1", (1e-5, 1e-3)),), vae_latent=(), vae_beta=(), ae_latent=(2,))
     quiet = lambda s: None  # noqa: E731
     data = DataConfig(root=str(root / "faces"), image_size=32, limit=48, sample_size=2000)
     faces = load_dataset(data, progress=False, log=quiet)
@@ -233,7 +239,7 @@ def tiny(tmp_path_factory):
     E.run_configs(cells, root / "runs", faces.images, [("clean", 0.0), ("gaussian", 0.1)], "cpu", quiet)
     write_json(root / "runs" / "grid.json", {"preset": asdict(preset), "source": "sample", "dataset": "sample"})
     E.write_summary(root / "runs")
-    A.run_analysis(preset, root / "runs", data_root=str(root / "faces"), device="cpu", progress=False, log=quiet,
+    SW.run_analysis(preset, root / "runs", data_root=str(root / "faces"), device="cpu", progress=False, log=quiet,
                    plan=plan)
     return root, preset, plan
 
@@ -278,10 +284,10 @@ def test_rerunning_the_analysis_redoes_nothing(tiny, monkeypatch):
 
     monkeypatch.setattr(E, "fit", boom)
     monkeypatch.setattr(E, "evaluate_run", boom)
-    monkeypatch.setattr(A, "evaluate_noise", boom)
+    monkeypatch.setattr(SW, "evaluate_noise", boom)
     files = sorted((root / "runs").rglob("*.npz")) + sorted((root / "runs").rglob("best.pt"))
     before = {p: p.stat().st_mtime_ns for p in files}
-    A.run_analysis(preset, root / "runs", data_root=str(root / "faces"), device="cpu", progress=False,
+    SW.run_analysis(preset, root / "runs", data_root=str(root / "faces"), device="cpu", progress=False,
                    log=lambda s: None, plan=plan)
     assert before == {p: p.stat().st_mtime_ns for p in files}
 
@@ -297,7 +303,7 @@ def test_analyze_command_writes_figures_tables_and_verdicts(tiny):
     text = (root / "runs" / "analysis.md").read_text()
     assert "σ=0.3" in text and "s&p p=0.1" in text and "L1 strength λ1" in text
     claims = json.loads((root / "runs" / "claims.json").read_text())["claims"]
-    assert claims["ae_quality"]["verdict"] == A.INCONCLUSIVE and claims["ae_quality"]["cells"] == []  # no VAE run
+    assert claims["ae_quality"]["verdict"] == CL.INCONCLUSIVE and claims["ae_quality"]["cells"] == []  # no VAE run
 
 
 def test_reproduce_seeds_flag_and_analysis_stage(tmp_path, monkeypatch):
@@ -306,7 +312,7 @@ def test_reproduce_seeds_flag_and_analysis_stage(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(E, "run_grid", lambda preset, out, **k: seen.setdefault("grid", preset))
-    monkeypatch.setattr(A, "run_analysis", lambda preset, out, **k: seen.setdefault("analysis", preset))
+    monkeypatch.setattr(SW, "run_analysis", lambda preset, out, **k: seen.setdefault("analysis", preset))
     monkeypatch.setattr(cli, "_rd", lambda *a, **k: seen.setdefault("rd", True))
     monkeypatch.setattr(cli, "_report", lambda *a, **k: 0)
     assert cli.main(["reproduce", "--preset", "quick", "--seeds", "3", "--out", str(tmp_path)]) == 0
@@ -321,9 +327,7 @@ def test_reproduce_seeds_flag_and_analysis_stage(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch, request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("slow variant: run with `pytest -m slow`")
+def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch):
     import src.experiments as E
     from src.__main__ import main
     from src.synthetic import write_sample
@@ -331,7 +335,7 @@ def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch, request):
     write_sample(tmp_path / "faces", n=60, seed=0, progress=False)
     monkeypatch.setitem(E.PRESETS, "analysis", E.Preset("analysis", "tiny", epochs=1, batch_size=16, image_size=32,
                                                          limit=48, sample_size=2000, seeds=(0, 1)))
-    monkeypatch.setitem(A.SWEEP_PLANS, "analysis", A.SweepPlan(
+    monkeypatch.setitem(SW.SWEEP_PLANS, "analysis", SW.SweepPlan(
         lambdas=(("vae", "l2", (1e-5, 1.0)),), vae_latent=(8,), vae_beta=(2.0,), ae_latent=(2,)))
     readme = tmp_path / "README.md"
     readme.write_text("# T\n\n<!-- results:start -->\nR\n<!-- results:end -->\n\n<!-- analysis:start -->\nold\n"

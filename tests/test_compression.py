@@ -12,6 +12,8 @@ from skimage.metrics import peak_signal_noise_ratio
 from src import compression as C
 from src import rd
 from src.__main__ import main
+from src.report import tables
+from src.report.style import RD_FIGURES
 from src.utils import UserError
 
 
@@ -174,30 +176,20 @@ def test_pareto_interpolate_and_nearest():
     pts = [{"bpp": b, "psnr": p} for b, p in ((0.1, 20), (0.2, 19), (0.2, 25), (0.4, 24), (0.8, 30))]
     assert [(p["bpp"], p["psnr"]) for p in rd.pareto(pts)] == [(0.1, 20), (0.2, 25), (0.8, 30)]
     c = {"results": {"bpp": [0.1, 0.4], "psnr": [20.0, 30.0], "ssim": [0.5, 0.7]}}
-    assert rd.interpolate(c, 0.2, "psnr") == pytest.approx(25.0)  # halfway in log(bpp)
-    assert rd.interpolate(c, 0.1, "ssim") == pytest.approx(0.5)
-    assert rd.interpolate(c, 0.5, "psnr") is None
-    assert rd.nearest(c, 0.35) == 1 and rd.nearest(c, 1.0) is None
+    assert tables.interpolate(c, 0.2, "psnr") == pytest.approx(25.0)  # halfway in log(bpp)
+    assert tables.interpolate(c, 0.1, "ssim") == pytest.approx(0.5)
+    assert tables.interpolate(c, 0.5, "psnr") is None
+    assert tables.nearest(c, 0.35) == 1 and tables.nearest(c, 1.0) is None
 
 
 # ---------------------------------------------------------------- the rd command on a stored smoke grid
+# (conftest's session grid ``smoke_grid``, read only; tests that write use ``smoke_copy``)
 
 METHODS = {"ae", "vae", "pca", "jpeg", "webp", "jpeg2000", "mean"}
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    from src.synthetic import write_sample
-
-    root = tmp_path_factory.mktemp("rd")
-    write_sample(root / "faces", n=60, progress=False)
-    assert main(["reproduce", "--preset", "smoke", "--data", str(root / "faces"), "--out", str(root / "runs"),
-                 "--readme", "", "--no-progress"]) == 0
-    return root
-
-
-def test_reproduce_writes_one_compressai_json_per_method(grid):
-    d = grid / "runs" / "rd"
+def test_reproduce_writes_one_compressai_json_per_method(smoke_grid):
+    d = smoke_grid / "runs" / "rd"
     index = json.loads((d / "index.json").read_text())
     assert set(index["methods"]) == METHODS
     assert index["preset"] == "smoke" and index["source"] == "sample" and index["raw_bytes"] == 32 * 32
@@ -219,11 +211,12 @@ def test_reproduce_writes_one_compressai_json_per_method(grid):
     assert ae["setting"] == ["b=4", "b=8"] and max(ae["bytes"]) <= 9 + 4 * 8 * 8  # <= packed 8-bit size
 
 
-def test_codec_points_equal_an_independent_pillow_measurement(grid):
-    from src.data import load_images, split_indices
+def test_codec_points_equal_an_independent_pillow_measurement(smoke_grid):
+    from src.data import load_images
+    from src.results import read_split
 
-    faces = load_images(grid / "faces", 32, limit=48, progress=False)
-    test = faces.images[split_indices(len(faces.images))["test"]]
+    faces = load_images(smoke_grid / "faces", 32, limit=48, progress=False)
+    test = faces.images[read_split(smoke_grid / "runs" / "ae-none-clean-s0")["test"]]  # the split rd used
     lens, psnrs = [], []
     for img in test:
         buf = io.BytesIO()
@@ -231,34 +224,34 @@ def test_codec_points_equal_an_independent_pillow_measurement(grid):
         lens.append(len(buf.getvalue()))
         dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
         psnrs.append(peak_signal_noise_ratio(img / 255, dec / 255, data_range=1.0))
-    r = json.loads((grid / "runs" / "rd" / "jpeg.json").read_text())["results"]
+    r = json.loads((smoke_grid / "runs" / "rd" / "jpeg.json").read_text())["results"]
     i = r["setting"].index("q=20")
     assert r["bytes"][i] == pytest.approx(np.mean(lens))
     assert r["psnr"][i] == pytest.approx(np.mean(psnrs), abs=1e-3)
 
 
-def test_rd_command_then_report_draws_figures_table_and_bytes_notes(grid, capsys):
-    assert main(["rd", str(grid / "runs"), "--coder", "packed", "--device", "cpu"]) == 0
-    index = json.loads((grid / "runs" / "rd" / "index.json").read_text())
+def test_rd_command_then_report_draws_figures_table_and_bytes_notes(smoke_copy, capsys):
+    assert main(["rd", str(smoke_copy / "runs"), "--coder", "packed", "--device", "cpu"]) == 0
+    index = json.loads((smoke_copy / "runs" / "rd" / "index.json").read_text())
     assert index["coder"] == "packed"
-    readme = grid / "README.md"
+    readme = smoke_copy / "README.md"
     readme.write_text("# T\n\n<!-- results:start -->\n<!-- results:end -->\n")
-    assert main(["report", str(grid / "runs"), "--figures", str(grid / "F"), "--readme", str(readme)]) == 0
-    for name in rd.FIGURE_NAMES:
-        assert (grid / "F" / name).stat().st_size > 10_000
+    assert main(["report", str(smoke_copy / "runs"), "--figures", str(smoke_copy / "F"), "--readme", str(readme)]) == 0
+    for name in RD_FIGURES:
+        assert (smoke_copy / "F" / name).stat().st_size > 10_000
     text = readme.read_text()
     assert "Rate–distortion" in text and "preset `smoke`" in text and "not Flickr-Faces" in text
     assert "| Target bpp | Method |" in text and "](F/rd_psnr.png)" in text
     assert text.count("*Bytes per image:") == 2 and "800 B" in text  # VAE: 200 float32
 
 
-def test_rerunning_reproduce_keeps_current_curves(grid, monkeypatch):
-    assert main(["rd", str(grid / "runs")]) == 0  # the grid's own sweep and coder, as reproduce runs it
+def test_rerunning_reproduce_keeps_current_curves(smoke_grid, smoke_copy, monkeypatch):
+    runs = smoke_copy / "runs"
     monkeypatch.setattr(rd, "model_points", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
-    before = (grid / "runs" / "rd" / "index.json").stat().st_mtime_ns
-    assert main(["reproduce", "--preset", "smoke", "--data", str(grid / "faces"), "--out", str(grid / "runs"),
+    before = (runs / "rd" / "index.json").stat().st_mtime_ns
+    assert main(["reproduce", "--preset", "smoke", "--data", str(smoke_grid / "faces"), "--out", str(runs),
                  "--readme", "", "--no-progress"]) == 0
-    assert (grid / "runs" / "rd" / "index.json").stat().st_mtime_ns == before
+    assert (runs / "rd" / "index.json").stat().st_mtime_ns == before
 
 
 def test_rd_without_a_grid_is_a_one_line_error(tmp_path, capsys):

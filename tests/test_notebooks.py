@@ -1,10 +1,15 @@
-"""Both notebooks run top to bottom on the smoke preset (as in CI), headless, with nbclient."""
+"""Both notebooks run top to bottom on the smoke preset (as in CI), headless, with nbclient.
+
+They run on a copy of conftest's finished smoke grid, as a notebook does after ``reproduce``: their
+training cell reuses every finished run (training itself is tested by the grid fixture)."""
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from src.report.style import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,21 +24,13 @@ def kernel(tmp_path_factory):
     return prefix / "share" / "jupyter"
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    from src.synthetic import write_sample
-
-    d = tmp_path_factory.mktemp("data") / "faces"
-    write_sample(d, n=60, seed=0, progress=False)
-    return d
-
-
 @pytest.mark.parametrize("name", ["AE.ipynb", "VAE.ipynb"])
-def test_notebook_runs_on_smoke_preset(name, kernel, sample, tmp_path, monkeypatch):
+def test_notebook_runs_on_smoke_preset(name, kernel, smoke_grid, smoke_copy, monkeypatch):
+    runs_dir = smoke_copy / "runs"
     monkeypatch.setenv("JUPYTER_PATH", str(kernel))
     monkeypatch.setenv("AEVAE_PRESET", "smoke")
-    monkeypatch.setenv("AEVAE_DATA", str(sample))
-    monkeypatch.setenv("AEVAE_OUT", str(tmp_path / "runs"))
+    monkeypatch.setenv("AEVAE_DATA", str(smoke_grid / "faces"))
+    monkeypatch.setenv("AEVAE_OUT", str(runs_dir))
     monkeypatch.setenv("AEVAE_DEVICE", "cpu")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must use its inline backend
     nb = nbformat.read(ROOT / name, as_version=4)
@@ -42,9 +39,10 @@ def test_notebook_runs_on_smoke_preset(name, kernel, sample, tmp_path, monkeypat
     NotebookClient(nb, kernel_name="aevae-test", timeout=600,
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     model = "ae" if name == "AE.ipynb" else "vae"
-    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name != "Figures")
-    assert len(runs) == 8 and all(r.startswith(model + "-") for r in runs)
-    assert all((tmp_path / "runs" / r / "metrics.json").exists() for r in runs)
+    runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name.startswith(model + "-"))
+    assert len(runs) == 8 and all((runs_dir / r / "metrics.json").exists() for r in runs)
+    figures = FIGURES[model]
+    assert all((runs_dir / "Figures" / f).exists() for f in (figures["recon"], figures["noise"], *figures["loss"]))
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # samples, loss curves, reconstructions, noisy inputs
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

@@ -1,37 +1,34 @@
-"""`reproduce` on the smoke preset: the results store, the report, and re-running as a no-op."""
+"""`reproduce` on the smoke preset: the results store, the report, and re-running as a no-op.
+
+The finished grid is conftest's session fixture ``smoke_grid`` (read only); a test that writes
+works on ``smoke_copy``.
+"""
+import ast
 import csv
 import json
+import math
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from src import report
+from src import noise, regularization, results
 from src.__main__ import main
-from src.experiments import PRESETS, grid_configs
 from src.data import DataConfig
+from src.experiments import PRESETS, grid_configs
+from src.report import tables
 
 FIGS = ["AE_reg_images2.png", "AE_loss.png", "AE_noise_reg_images.png", "vae_reg_images_2.png",
         "VAE_train_loss.png", "VAE_val_loss.png", "VAE_noise_reg_images.png",
         "rd_psnr.png", "rd_ssim.png"]  # reproduce runs the (reduced) rate-distortion sweep of src.rd
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    from src.synthetic import write_sample
-
-    root = tmp_path_factory.mktemp("smoke")
-    write_sample(root / "faces", n=60, seed=0, progress=False)
-    readme = root / "README.md"
-    readme.write_text("# Title\n\nintro\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\n")
-    code = main(["reproduce", "--preset", "smoke", "--data", str(root / "faces"), "--out", str(root / "runs"),
-                 "--figures", str(root / "Figures"), "--readme", str(readme), "--no-progress"])
-    assert code == 0
-    return root
-
-
-def test_every_run_has_its_files_and_the_summary_lists_them(grid):
-    runs = grid / "runs"
+def test_every_run_has_its_files_and_the_summary_lists_them(smoke_grid):
+    runs = smoke_grid / "runs"
     names = list(grid_configs(PRESETS["smoke"], DataConfig()))
     assert len(names) == 16
     for name in names:
@@ -45,32 +42,50 @@ def test_every_run_has_its_files_and_the_summary_lists_them(grid):
     assert len(rows) == 16 and "test_gaussian_0.1_ssim" in rows[0]
 
 
-def test_report_writes_every_figure_and_the_tables(grid):
+def test_report_writes_every_figure_and_the_tables(smoke_grid):
     for name in FIGS:
-        assert (grid / "Figures" / name).stat().st_size > 10_000, name
-    assert (grid / "runs" / "tables.md").exists()
+        assert (smoke_grid / "Figures" / name).stat().st_size > 10_000, name
+    assert (smoke_grid / "runs" / "tables.md").exists()
 
 
-def test_table_numbers_equal_the_metrics_files(grid):
-    tables = (grid / "runs" / "tables.md").read_text()
+def test_figure_data_holds_the_shown_images_of_the_stored_split(smoke_grid):
+    runs = smoke_grid / "runs"
+    summary = results.load_summary(runs)
+    index, arrays = results.read_figure_data(runs)
+    n = index["n_show"]
+    test = results.run_data(runs / "ae-none-clean-s0")["test"]  # the stored split, read back
+    np.testing.assert_array_equal(arrays["test"], test[:n])
+    assert index["condition"] == "gaussian_0.1" and not np.array_equal(arrays["noisy"], arrays["test"])
+    for (model, reg, tr), run in results.runs_by_cell(summary).items():
+        assert arrays[f"recon/{run}/noisy"].shape == (n, 32, 32) and arrays[f"recon/{run}/noisy"].dtype == np.uint8
+        assert (f"recon/{run}/clean" in arrays) == (tr == 0.0 or run == index["vae_run"])
+    assert index["vae_run"] == "vae-none-clean-s0" and arrays["vae/prior"].shape == (2 * n, 32, 32)
+    assert arrays["vae/latent"].shape == arrays["vae/pixels"].shape == (n + 2, 32, 32)
+    np.testing.assert_array_equal(arrays["vae/pixels"][0], arrays["test"][0])  # t = 0: the first face
+
+
+def test_table_numbers_equal_the_metrics_files(smoke_grid):
+    runs = smoke_grid / "runs"
+    text = (runs / "tables.md").read_text()
     for model in ("ae", "vae"):
-        m = json.loads((grid / "runs" / f"{model}-l2-clean-s0" / "metrics.json").read_text())
+        m = json.loads((runs / f"{model}-l2-clean-s0" / "metrics.json").read_text())
         expected = [f"{m['val']['clean']['mse']:.5f}", f"{m['test']['clean']['mse']:.5f}",
                     f"{m['val']['clean']['psnr']:.2f}", f"{m['test']['clean']['psnr']:.2f}",
                     f"{m['val']['clean']['ssim']:.4f}", f"{m['test']['clean']['ssim']:.4f}"]
-        table = report.main_table(json.loads((grid / "runs" / "summary.json").read_text()), model)
+        table = tables.main_table(json.loads((runs / "summary.json").read_text()), model)
         assert f"| L2 | {' | '.join(expected)} |" in table
-        assert table in tables
-    base = json.loads((grid / "runs" / "baselines.json").read_text())
-    assert f"{base['test']['mean image']['psnr']:.2f}" in tables
+        assert table in text
+    base = json.loads((runs / "baselines.json").read_text())
+    assert f"{base['test']['mean image']['psnr']:.2f}" in text
     # per-image arrays and means agree
-    per = np.load(grid / "runs" / "vae-none-noise0.1-s0" / "per_image.npz")
-    m = json.loads((grid / "runs" / "vae-none-noise0.1-s0" / "metrics.json").read_text())
-    assert float(per["test/gaussian_0.1/ssim"].mean()) == pytest.approx(m["test"]["gaussian_0.1"]["ssim"], rel=1e-6)
+    per = np.load(runs / "vae-none-noise0.1-s0" / "per_image.npz")
+    m = json.loads((runs / "vae-none-noise0.1-s0" / "metrics.json").read_text())
+    mean = float(per["test/gaussian_0.1/ssim"].mean())
+    assert math.isfinite(mean) and mean == pytest.approx(m["test"]["gaussian_0.1"]["ssim"], rel=1e-6)
 
 
-def test_readme_section_is_replaced_between_markers_and_labelled(grid):
-    text = (grid / "README.md").read_text()
+def test_readme_section_is_replaced_between_markers_and_labelled(smoke_grid):
+    text = (smoke_grid / "README.md").read_text()
     assert text.startswith("# Title\n\nintro\n") and text.rstrip().endswith("## After")
     section = re.search(r"<!-- results:start -->(.*)<!-- results:end -->", text, re.S).group(1)
     assert "old" not in section.split("\n")
@@ -79,7 +94,7 @@ def test_readme_section_is_replaced_between_markers_and_labelled(grid):
     assert "](Figures/AE_reg_images2.png)" in section
 
 
-def test_rerunning_a_finished_grid_trains_nothing(grid, monkeypatch):
+def test_rerunning_a_finished_grid_trains_nothing(smoke_grid, smoke_copy, monkeypatch):
     import src.experiments as E
 
     def boom(*a, **k):
@@ -87,20 +102,74 @@ def test_rerunning_a_finished_grid_trains_nothing(grid, monkeypatch):
 
     monkeypatch.setattr(E, "fit", boom)
     monkeypatch.setattr(E, "evaluate_run", boom)
-    before = {p: p.stat().st_mtime_ns for p in (grid / "runs").glob("*/best.pt")}
-    code = main(["reproduce", "--preset", "smoke", "--data", str(grid / "faces"), "--out", str(grid / "runs"),
-                 "--figures", str(grid / "Figures2"), "--readme", "", "--no-progress"])
+    runs = smoke_copy / "runs"
+    before = {p: p.stat().st_mtime_ns for p in runs.glob("*/best.pt")}
+    figure_data = (runs / "figure_data.npz").stat().st_mtime_ns
+    code = main(["reproduce", "--preset", "smoke", "--data", str(smoke_grid / "faces"), "--out", str(runs),
+                 "--figures", str(smoke_copy / "Figures2"), "--readme", "", "--no-progress"])
     assert code == 0
-    assert before == {p: p.stat().st_mtime_ns for p in (grid / "runs").glob("*/best.pt")}
-    assert (grid / "Figures2" / "AE_loss.png").exists()
+    assert before == {p: p.stat().st_mtime_ns for p in runs.glob("*/best.pt")}
+    assert (runs / "figure_data.npz").stat().st_mtime_ns == figure_data  # current: not recomputed
+    assert (smoke_copy / "Figures2" / "AE_loss.png").exists()
 
 
-def test_report_command_regenerates_from_stored_results(grid, monkeypatch):
+def test_report_redraws_everything_from_a_weight_free_copy(smoke_copy, monkeypatch):
     import src.train as T
 
     monkeypatch.setattr(T, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    assert main(["report", str(grid / "runs"), "--figures", str(grid / "F3"), "--readme", ""]) == 0
-    assert sorted(p.name for p in (grid / "F3").iterdir()) == sorted(FIGS)
+    for p in (smoke_copy / "runs").rglob("*.pt"):  # no checkpoint left: the report reads the store only
+        p.unlink()
+    assert main(["report", str(smoke_copy / "runs"), "--figures", str(smoke_copy / "F3"), "--readme", ""]) == 0
+    assert sorted(p.name for p in (smoke_copy / "F3").iterdir()) == sorted(FIGS)
+
+
+def _src_imports() -> dict[str, set[str]]:
+    """{module: src modules it imports anywhere in its file} for every module of src/ (names relative to src)."""
+    src = ROOT / "src"
+    names = {".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__"): p for p in src.rglob("*.py")}
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:  # relative: .x, ..x
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] if package else []
+                mod = ".".join(base + [node.module] if node.module else base)
+                deps |= {d for d in (mod, *(f"{mod}.{a.name}".strip(".") for a in node.names)) if d in names}
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for full in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]):
+                    if full and full.startswith("src."):
+                        deps |= {full.removeprefix("src.")} & set(names)
+        graph[name] = deps - {name, "__init__"}
+    return graph
+
+
+def test_src_imports_are_one_way():
+    graph, floor = _src_imports(), {}
+
+    def depth(m, path=()):
+        assert m not in path, "import cycle: " + " -> ".join(path + (m,))
+        if m not in floor:
+            floor[m] = 1 + max((depth(d, path + (m,)) for d in graph[m]), default=-1)
+        return floor[m]
+
+    for m in graph:
+        depth(m)
+    computing = {"train", "evaluation", "experiments", "sweeps", "claims", "rd", "figdata", "compression", "models"}
+    for m in (m for m in graph if m.startswith("report")):
+        assert not graph[m] & computing, (m, graph[m] & computing)  # the report reads the store only
+    assert floor["results"] < min(floor[m] for m in ("evaluation", "claims", "sweeps", "rd", "figdata", "report"))
+
+
+def test_the_report_package_imports_no_torch():
+    code = "import sys, src.report; assert 'torch' not in sys.modules, 'src.report imported torch'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_store_names_match_the_computing_side():
+    assert tuple(results.REG_LABEL) == regularization.KINDS  # tables and claims iterate REG_LABEL
+    for sigma in (0.1, 0.05, 0.3, 1.0):
+        assert results.gaussian_condition(sigma) == noise.condition_name("gaussian", sigma)
 
 
 def test_report_without_results_is_a_clear_error(tmp_path, capsys):

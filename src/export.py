@@ -1,0 +1,51 @@
+"""A weight-free results bundle: everything ``report`` needs to redraw figures and tables, no checkpoint.
+
+``export(runs_dir, dest)`` copies the data files of a grid folder (JSON, CSV, npz, Markdown) and
+leaves out weights (``*.pt``), locks and temp files. ``dest`` ending in ``.tar.gz`` / ``.tgz``
+gives one archive (written to a temp file, then renamed); any other ``dest`` is a folder, for
+example ``results/full-synthetic`` to commit. No file in a bundle may exceed ``MAX_FILE_BYTES``,
+so a bundle can be shared or committed as it is.
+"""
+from __future__ import annotations
+
+import shutil
+import tarfile
+from pathlib import Path
+
+from .utils import UserError, atomic_path
+
+DATA_SUFFIXES = (".json", ".csv", ".npz", ".md")
+MAX_FILE_BYTES = 16 * 2**20  # 16 MiB
+
+
+def bundle_files(runs_dir: str | Path) -> list[Path]:
+    """The files of ``runs_dir`` that belong in a bundle, relative and sorted."""
+    root = Path(runs_dir)
+    if not (root / "summary.json").is_file():
+        raise UserError(f"{root} holds no summary.json; export a folder written by: python -m src reproduce")
+    files = sorted(p.relative_to(root) for p in root.rglob("*")
+                   if p.is_file() and p.suffix in DATA_SUFFIXES and not p.name.startswith("."))
+    big = [f"{f} ({(root / f).stat().st_size / 2**20:.1f} MiB)" for f in files
+           if (root / f).stat().st_size > MAX_FILE_BYTES]
+    if big:
+        raise UserError(f"files over {MAX_FILE_BYTES // 2**20} MiB cannot go in a bundle: {', '.join(big)}")
+    return files
+
+
+def export(runs_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Write the bundle of ``runs_dir`` to ``dest`` (a ``.tar.gz`` archive or a folder); return its files."""
+    root, dest = Path(runs_dir), Path(dest)
+    files = bundle_files(root)
+    if dest.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"{dest} is inside {root}; export to a path outside the runs folder")
+    if dest.name.endswith((".tar.gz", ".tgz")):
+        with atomic_path(dest) as tmp, tarfile.open(tmp, "w:gz") as tar:
+            for f in files:
+                tar.add(root / f, arcname=f.as_posix())
+        return files
+    if dest.exists() and any(dest.iterdir()):
+        raise UserError(f"{dest} is not empty; export into a new folder (nothing was written)")
+    for f in files:
+        with atomic_path(dest / f) as tmp:
+            shutil.copyfile(root / f, tmp)
+    return files

@@ -1,0 +1,225 @@
+"""Every Markdown table of the report, from stored results only (summary rows, noise-sweep rows,
+sweep rows, claims.json comparisons, rd/*.json curves).
+
+Numbers are formatted by ``fmt`` alone: "mean ± std" over seeds, the bare mean for one seed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..results import MODEL_LABEL, REG_LABEL, aggregate, gaussian_condition, levels
+from ..stats import METRICS, mean_std
+from .style import DIGITS, SWEEP_LABEL
+
+TARGETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # bpp of the matched-rate table (rows only near a curve)
+
+
+def fmt(metric: str, stats: tuple[float, float, int] | list | None) -> str:
+    """mean ± std of (mean, std, n) (the std only when n > 1; always for a bare (mean, std)); "—" for none."""
+    if not stats:
+        return "—"
+    d = DIGITS[metric]
+    return f"{stats[0]:.{d}f} ± {stats[1]:.{d}f}" if len(stats) < 3 or stats[2] > 1 else f"{stats[0]:.{d}f}"
+
+
+def fmt_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def head(cols: list[str]) -> list[str]:
+    """The header and rule lines of a Markdown table."""
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
+def trained(tr: float, sigma: float) -> str:
+    return "clean" if tr == 0 else f"σ={sigma:g}"
+
+
+# ---------------------------------------------------------------- the grid
+
+def main_table(summary: dict, model: str) -> str:
+    """The original study's layout: clean-trained models, clean inputs, val and test."""
+    runs = summary["runs"]
+    cols = [(m, s) for m in ("mse", "psnr", "ssim") for s in ("val", "test")]
+    lines = head(["Regularization"] + [f"{m.upper()} ({'Validation' if s == 'val' else 'Test'})" for m, s in cols])
+    agg = {(m, s): aggregate(runs, s, "clean", m) for m, s in cols}
+    for reg in REG_LABEL:
+        key = (model, reg, 0.0)
+        if key in agg[cols[0]]:
+            lines.append("| " + " | ".join([REG_LABEL[reg]] + [fmt(m, agg[(m, s)][key]) for m, s in cols]) + " |")
+    base = summary.get("baselines") or {}
+    for row in (base.get("test") or {}):
+        cells = []
+        for m, s in cols:
+            v = base.get(s, {}).get(row)
+            cells.append(fmt(m, (v[m], 0.0, 1)) if v else "—")
+        lines.append(f"| *{row} (reference)* | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def noise_table(summary: dict, sigma: float) -> str:
+    """Test PSNR / SSIM: clean- vs noise-trained models on clean vs noisy inputs."""
+    runs, noisy = summary["runs"], gaussian_condition(sigma)
+    lines = head(["Model", "Regularization"] + [f"{metric} {tr}-trained, {inp} input"
+                                                 for metric in ("PSNR", "SSIM")
+                                                 for tr in ("clean", "noise") for inp in ("clean", "noisy")])
+    aggs = {(m, c): aggregate(runs, "test", c, m) for m in ("psnr", "ssim") for c in ("clean", noisy)}
+    for model in ("ae", "vae"):
+        for reg in REG_LABEL:
+            cells = [fmt(metric, aggs[(metric, cond)].get((model, reg, tr)))
+                     for metric in ("psnr", "ssim") for tr in (0.0, sigma) for cond in ("clean", noisy)]
+            if any(c != "—" for c in cells):
+                lines.append(f"| {MODEL_LABEL[model]} | {REG_LABEL[reg]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the analysis
+
+def noise_sweep_table(rows: list[dict], sigma: float, metric: str = "psnr") -> str:
+    conds = [c for _, c in levels(rows, "gaussian")] + [c for lv, c in levels(rows, "s&p") if lv > 0]
+    lines = head(["Model", "Regularization", "trained"]
+                 + [c.replace("gaussian_", "σ=").replace("s&p_", "s&p p=") for c in conds])
+    aggs = [aggregate(rows, "test", c, metric) for c in conds]
+    for model in ("ae", "vae"):
+        for reg in REG_LABEL:
+            for tr in (0.0, sigma):
+                cells = [fmt(metric, a.get((model, reg, tr))) for a in aggs]
+                if any(c != "—" for c in cells):
+                    lines.append(f"| {MODEL_LABEL[model]} | {REG_LABEL[reg]} | {trained(tr, sigma)} | "
+                                 + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _where(comps: list[dict], lvls: list[float], direction: int, n: int) -> str:
+    """"σ=0.2 (3/4), σ=0.3 (4/4)": levels with how many regularizers differ in ``direction``."""
+    counts = [sum(1 for c in comps if c["level"] == lv and c["direction"] == direction) for lv in lvls]
+    return ", ".join(f"σ={lv:g} ({k}/{n})" for lv, k in zip(lvls, counts)) or "none"
+
+
+def denoising_markdown(comparisons: list[dict]) -> str:
+    """PSNR difference noise-trained − clean-trained per test level (claims.json "denoising"), then a summary."""
+    comps = [c for c in comparisons if c["metric"] == "psnr"]
+    lvls = sorted({c["level"] for c in comps})
+    lines = head(["Model", "Regularization"] + [f"σ={lv:g}" for lv in lvls])
+    for model in ("ae", "vae"):
+        for reg in REG_LABEL:
+            cs = {c["level"]: c for c in comps if c["model"] == model and c["reg"] == reg}
+            if cs:
+                cells = ["—" if lv not in cs else (f"**{cs[lv]['diff']:+.2f}**" if cs[lv]["significant"]
+                                                   else f"{cs[lv]['diff']:+.2f}") for lv in lvls]
+                lines.append(f"| {MODEL_LABEL[model]} | {REG_LABEL[reg]} | " + " | ".join(cells) + " |")
+    summary = []
+    for model in ("ae", "vae"):
+        for metric in METRICS:
+            cs = [c for c in comparisons if c["model"] == model and c["metric"] == metric]
+            if not cs:
+                continue
+            helps = sorted({c["level"] for c in cs if c["direction"] > 0})
+            costs = sorted({c["level"] for c in cs if c["direction"] < 0})
+            n = len({c["reg"] for c in cs})
+            summary.append(f"- **{MODEL_LABEL[model]}, {metric.upper()}**: significant gains from denoising "
+                           f"training at "
+                           f"{_where(cs, helps, 1, n)}; significant losses at {_where(cs, costs, -1, n)} "
+                           f"(in parentheses: how many of the {n} regularizers).")
+    return "\n".join(lines) + "\n\n" + "\n".join(summary)
+
+
+def sampled_z_table(comps: list[dict]) -> str:
+    """VAE test PSNR / SSIM decoded from mu vs from a sampled z (claims.json "sampled_z"); '' if none."""
+    if not comps:
+        return ""
+    lines = head(["Regularization", "PSNR from μ", "PSNR from sampled z", "SSIM from μ", "SSIM from sampled z",
+                  "p (Holm), PSNR / SSIM"])
+    for reg in REG_LABEL:
+        cs = {c["metric"]: c for c in comps if c["reg"] == reg}
+        if cs:
+            p, s = cs["psnr"], cs["ssim"]
+            lines.append(f"| {REG_LABEL[reg]} | {fmt('psnr', p['mean_a'])} | {fmt('psnr', p['mean_b'])} | "
+                         f"{fmt('ssim', s['mean_a'])} | {fmt('ssim', s['mean_b'])} | "
+                         f"{fmt_p(p['p_holm'])} / {fmt_p(s['p_holm'])} |")
+    n = len({c["reg"] for c in comps})
+    counts = {m: [sum(1 for c in comps if c["metric"] == m and c["direction"] == d) for d in (1, -1)] for m in METRICS}
+    lines += ["", "Significantly better from μ than from a sampled z: " + ", ".join(
+        f"{m.upper()} for {counts[m][0]} of {n} regularizers (worse for {counts[m][1]})" for m in METRICS) + "."]
+    return "\n".join(lines)
+
+
+def sweeps_markdown(rows: list[dict]) -> str:
+    lines = head(["Sweep", "Model", "Value", "seeds", "PSNR val", "PSNR test", "SSIM test", "penalty / recon. loss"])
+    keys = sorted({(r["sweep"], r["model"], r["value"]) for r in rows},
+                  key=lambda k: (list(SWEEP_LABEL).index(k[0]), k[1], k[2]))
+    for s, model, v in keys:
+        pts = [r for r in rows if (r["sweep"], r["model"], r["value"]) == (s, model, v)]
+        cells = [fmt(m, mean_std([r["metrics"][split]["clean"][m] for r in pts]))
+                 for split, m in (("val", "psnr"), ("test", "psnr"), ("test", "ssim"))]
+        share = f"{np.mean([r['penalty_share'] for r in pts]):.2g}" if s in ("l1", "l2") else "—"
+        lines.append(f"| {SWEEP_LABEL[s]} | {MODEL_LABEL[model]} | {v:g} | {len(pts)} | " + " | ".join(cells)
+                     + f" | {share} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- rate-distortion
+
+def interpolate(c: dict, target: float, metric: str) -> float | None:
+    """Metric at ``target`` bpp, linear in log(bpp) between the two measured points around it."""
+    bpp, val = c["results"]["bpp"], c["results"][metric]
+    pts = sorted((b, v) for b, v in zip(bpp, val) if b > 0)
+    for (b0, v0), (b1, v1) in zip(pts, pts[1:]):
+        if b0 <= target <= b1:
+            t = 0.0 if b1 == b0 else (math.log(target) - math.log(b0)) / (math.log(b1) - math.log(b0))
+            return v0 + t * (v1 - v0)
+    return None
+
+
+def nearest(c: dict, target: float, within: float = 1.5) -> int | None:
+    """Index of the measured point nearest ``target`` in log(bpp), if within a factor ``within``."""
+    dist = [(abs(math.log(b / target)), i) for i, b in enumerate(c["results"]["bpp"]) if b > 0]
+    best = min(dist) if dist else None
+    return best[1] if best and best[0] <= math.log(within) else None
+
+
+def matched_rate_table(index: dict, curves: dict[str, dict]) -> str:
+    raw = index["raw_bytes"]
+    lines = head(["Target bpp", "Method", "Setting", "bpp", "Bytes/image", "Ratio", "PSNR", "SSIM",
+                  "PSNR at target", "SSIM at target"])
+    for t in TARGETS:
+        for key, c in curves.items():
+            i = None if key == "mean" else nearest(c, t)
+            if i is None:
+                continue
+            r = c["results"]
+            ip, iss = interpolate(c, t, "psnr"), interpolate(c, t, "ssim")
+            lines.append(f"| {t:g} | {c['name']} | {r['setting'][i]} | {r['bpp'][i]:.3f} | {r['bytes'][i]:,.0f} | "
+                         f"{raw / r['bytes'][i]:.0f}:1 | {r['psnr'][i]:.2f} | {r['ssim'][i]:.4f} | "
+                         + (f"{ip:.2f} | {iss:.4f} |" if ip is not None else "— | — |"))
+    return "\n".join(lines)
+
+
+def bytes_notes(rd: tuple[dict, dict[str, dict]] | None) -> dict[str, str]:
+    """{model: one Markdown line}: bytes per image of the models and references in the main tables
+    (``rd`` = ``results.load_rd``; {} without one)."""
+    if rd is None:
+        return {}
+    index, curves = rd
+    raw, b = index["raw_bytes"], index["reference_bits"]
+    ref = index.get("pca_reference")
+    notes = {}
+    for m, label in MODEL_LABEL.items():
+        info, c = index["models"].get(m), curves.get(m)
+        if not info or not c:
+            continue
+        r = c["results"]
+        text = (f"*Bytes per image: raw image {raw:,} B (8 bits/pixel); {label} latent "
+                f"{'×'.join(map(str, info['latent_shape']))} as float32, as the rows above use it: "
+                f"{info['float32_bytes']:,} B")
+        if f"b={b}" in r["setting"]:
+            i = r["setting"].index(f"b={b}")
+            text += f", quantized to {b} bits and coded: {r['bytes'][i]:,.0f} B (PSNR {r['psnr'][i]:.2f} dB)"
+        if ref:
+            k = int(ref["setting"].split(",")[0].split("=")[1])
+            text += (f"; PCA-{k}: {4 * k:,} B as float32, coded at {b} bits: {ref['bytes']:,.0f} B "
+                     f"(PSNR {ref['psnr']:.2f} dB)")
+        notes[m] = text + "; mean image: 0 B. Rate–distortion curves below.*"
+    return notes

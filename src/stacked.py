@@ -1,0 +1,235 @@
+"""Train G runs of one architecture together on one device, as one stacked model.
+
+PyTorch's model-ensembling recipe: ``torch.func.stack_module_state`` gives every parameter
+and buffer of G ``train.RunObjective`` modules a leading run axis (G, ...), and ``vmap`` of
+``functional_call`` runs the one definition of the model (``src/models.py``) and of the loss
+and penalty over that axis: convolutions become grouped convolutions, linear layers batched
+matrix products, a few large kernels per step instead of G times a few dozen tiny ones.
+
+Each run keeps what ``fit`` gives it: its seed and initialisation (each model is built after
+``set_seed(seed)``), its shuffle (``epoch_permutation(seed, epoch)``), its noise and eps draws
+(``run_generator(seed, epoch)``; eps is drawn outside ``vmap``, which cannot use generators, in
+the order ``LinearVAE.forward`` draws it), its regularizer, lambdas, beta and noise level (stacked
+buffers), its history, best-by-validation copy and checkpoints, in its own run folder and in
+``fit``'s format. A run trained here and the same run trained by ``fit`` agree to float32
+rounding (tests/test_stacked.py); either can resume the other's checkpoints.
+
+Measured on a 2-core CPU (benchmarks/RESULTS.md), the stack is slower than one run at a time:
+one model's step already fills both cores, and the CPU kernels of grouped (transposed)
+convolutions and of the batched products are slower than G plain ones. So
+``default_parallel_runs`` is 1 on a CPU and all runs of a model on a CUDA GPU.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm import tqdm
+
+from . import noise
+from .data import to_float
+from .models import build_model
+from .train import (RunConfig, RunObjective, RunState, TrainingDiverged, checkpoint_due, epoch_permutation,
+                    make_optimizer, pick_device, resident_split, run_generator, start_run, train_step,
+                    validation_loss)
+from .utils import UserError, set_seed
+
+# What may differ between the runs of one stack (everything else must be equal).
+PER_RUN = {("train", "seed"), ("train", "noise_train"), ("train", "beta"), ("train", "progress"),
+           ("reg", "kind"), ("reg", "l1"), ("reg", "l2")}
+
+
+def stack_key(cfg: RunConfig) -> str:
+    """Runs with equal keys can train as one stack: same model, data, batches, lr and epochs."""
+    d = cfg.to_dict()
+    return json.dumps({s: {k: v for k, v in sec.items() if (s, k) not in PER_RUN} for s, sec in d.items()},
+                      sort_keys=True, default=str)
+
+
+def default_parallel_runs(device: torch.device) -> int:
+    """Runs trained together when not told: all of a model's on a CUDA GPU (0 = no limit), else 1."""
+    return 0 if device.type == "cuda" else 1
+
+
+def stack_chunks(configs: dict[str, RunConfig], parallel_runs: int) -> list[list[str]]:
+    """Names grouped by ``stack_key`` (in first-seen order), each group cut in chunks of ``parallel_runs`` (0: whole)."""
+    groups: dict[str, list[str]] = {}
+    for name, cfg in configs.items():
+        groups.setdefault(stack_key(cfg), []).append(name)
+    size = parallel_runs or max((len(g) for g in groups.values()), default=1)
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+class Stack:
+    """G ``RunObjective``s as one: each parameter and buffer is stacked along a leading run axis."""
+
+    def __init__(self, objectives: list[RunObjective]) -> None:
+        self.keys = list(objectives[0].model.state_dict())  # one run's state_dict keys, in order
+        self.params, self.buffers = stack_module_state(objectives)  # leaves (G, ...), requiring grad
+        self.base = copy.deepcopy(objectives[0]).to("meta")  # the definition; its tensors come from the stack
+        self.base.train()
+
+    def __len__(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def __call__(self, x: torch.Tensor, inp: torch.Tensor, generator: None = None,
+                 eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x, inp: (G, B, C, S, S); eps: (G, B, latent) for the VAE. Returns parts of shape (G,)."""
+        if generator is not None:
+            raise ValueError("vmap cannot draw from a generator: pass the stack's eps instead")
+
+        def one(params, buffers, x, inp, eps):
+            return functional_call(self.base, (params, buffers), (x, inp), {"eps": eps})
+
+        return vmap(one, in_dims=(0, 0, 0, 0, None if eps is None else 0))(self.params, self.buffers, x, inp, eps)
+
+    def run_state(self, g: int) -> dict[str, torch.Tensor]:
+        """A private copy of run g's model ``state_dict``."""
+        tensors = {**self.params, **self.buffers}
+        return {k: tensors[f"model.{k}"][g].detach().clone() for k in self.keys}
+
+    def select(self, keep: list[int], optimizer: torch.optim.Optimizer, tc, device) -> torch.optim.Optimizer:
+        """Keep only the runs ``keep`` (weights and Adam state); returns the new optimizer."""
+        state = slice_optimizer_state(optimizer.state_dict(), keep)
+        self.params = {k: v.detach()[keep].clone().requires_grad_() for k, v in self.params.items()}
+        self.buffers = {k: v[keep].clone() for k, v in self.buffers.items()}
+        optimizer = make_optimizer(self.params.values(), tc, device)
+        optimizer.load_state_dict(state)
+        return optimizer
+
+
+# Adam is elementwise: a stacked parameter's exp_avg / exp_avg_sq are the G runs' moments
+# stacked, updated exactly as G separate Adams with the same lr would update them; only the step
+# count is shared, and every run of a stack has taken the same number of steps.
+def slice_optimizer_state(state: dict[str, Any], index: int | list[int]) -> dict[str, Any]:
+    """The Adam state of run ``index`` (a one-run state, ``fit``'s format) or of the runs ``index`` (a stack)."""
+    return {"state": {i: {k: v if k == "step" else v[index].clone() for k, v in s.items()}  # "step" is shared
+                      for i, s in state["state"].items()},
+            "param_groups": copy.deepcopy(state["param_groups"])}
+
+
+def stack_optimizer_states(optimizer: torch.optim.Optimizer, states: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stacked Adam state of G one-run states (checkpoints of runs at the same epoch)."""
+    out = optimizer.state_dict()
+    out["state"] = {}
+    for i, first in states[0]["state"].items():
+        if any(not torch.equal(s["state"][i]["step"], first["step"]) for s in states):
+            raise ValueError("runs stacked together must have taken the same number of steps")
+        out["state"][i] = {k: v if k == "step" else torch.stack([s["state"][i][k] for s in states])
+                           for k, v in first.items()}
+    return out
+
+
+def train_stack_epoch(stack: Stack, optimizer: torch.optim.Optimizer, data: torch.Tensor, cfgs: list[RunConfig],
+                      epoch: int) -> list[dict[str, float]]:
+    """One pass of every run over ``data`` ((N, S, S) uint8), each in its own order; mean losses per image."""
+    g_runs, n, bs = len(cfgs), data.shape[0], cfgs[0].train.batch_size
+    perms = torch.stack([epoch_permutation(n, c.train.seed, epoch) for c in cfgs]).to(data.device)  # (G, N)
+    gens = [run_generator(c.train.seed, epoch, data.device) for c in cfgs]
+    latent = stack.base.model.latent_shape if cfgs[0].model.name == "vae" else None
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, n, bs):
+        idx = perms[:, start:start + bs]  # (G, B)
+        x = to_float(data[idx.reshape(-1)]).view(g_runs, idx.shape[1], 1, *data.shape[1:])  # (G, B, 1, S, S)
+        inp = x
+        if any(c.train.noise_train for c in cfgs):  # each run's noise from its own generator, as in fit
+            inp = torch.stack([noise.gaussian(x[g], c.train.noise_train, gens[g]) if c.train.noise_train else x[g]
+                               for g, c in enumerate(cfgs)])
+        eps = None if latent is None else torch.stack([torch.randn((idx.shape[1], *latent), generator=gen,
+                                                                   device=data.device) for gen in gens])
+        parts = train_step(stack, optimizer, x, inp, eps=eps)
+        for k, v in parts.items():  # (G,) each, accumulated on the device
+            sums[k] = sums.get(k, 0) + v * idx.shape[1]
+    rows = (torch.stack(list(sums.values()), dim=1) / n).tolist()  # one read per epoch
+    return [dict(zip(sums, row)) for row in rows]
+
+
+class _Member:
+    """One run of a stack: its config, bookkeeping, model (until stacked) and resumed Adam state."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device, log) -> None:
+        set_seed(cfg.train.seed)  # the initialisation fit gives this run
+        self.cfg, self.model, self.error = cfg, build_model(cfg.model).to(device), None
+        self.final_state: dict[str, torch.Tensor] | None = None  # the weights once the stack holds them
+        self.run, self.optimizer_state = start_run(cfg, run_dir, self.model, resume, log)
+
+
+def fit_stacked(cfgs: list[RunConfig], images: np.ndarray, run_dirs: list[str | Path], resume: bool = True,
+                log=print) -> list[dict[str, Any]]:
+    """Train the runs ``cfgs`` (one ``stack_key``) together; each as ``fit`` would, in its own folder.
+
+    Runs resumed at different epochs are trained as one stack per starting epoch. A run whose loss
+    becomes NaN or inf is stopped alone (its last good checkpoint is kept) and the others go on.
+
+    Returns, per run, fit's result plus "error": the run's ``TrainingDiverged``, or None.
+    """
+    if len({stack_key(c) for c in cfgs}) > 1:
+        raise UserError("runs trained together must share model, data, batch size, lr, epochs and device")
+    if len({Path(d).resolve() for d in run_dirs}) < len(run_dirs):
+        raise UserError("runs trained together need one folder each")
+    device = pick_device(cfgs[0].train.device)
+    members = [_Member(cfg, Path(d), resume, device, log) for cfg, d in zip(cfgs, run_dirs)]
+    train_u8, val_u8 = resident_split(images, [m.run for m in members], device)
+    for start in sorted({m.run.start_epoch for m in members}):
+        group = [m for m in members if m.run.start_epoch == start and start <= m.cfg.train.epochs]
+        if group:
+            _train_group(group, start, train_u8, val_u8, device, log)
+    results = []
+    for m in members:
+        model = build_model(m.cfg.model).to(device)
+        model.load_state_dict(m.model.state_dict() if m.model is not None else m.final_state)
+        results.append({**m.run.result(model), "error": m.error})
+    return results
+
+
+def _train_group(group: list[_Member], start: int, train_u8: torch.Tensor, val_u8: torch.Tensor,
+                 device: torch.device, log) -> None:
+    tc = group[0].cfg.train
+    norms = tuple(k for i, k in enumerate(("l1", "l2")) if any(m.cfg.reg.lambdas[i] for m in group))
+    stack = Stack([RunObjective(m.model, m.cfg, norms).to(device) for m in group])
+    optimizer = make_optimizer(stack.params.values(), tc, device)
+    if start > 1:
+        optimizer.load_state_dict(stack_optimizer_states(optimizer, [m.optimizer_state for m in group]))
+    for m in group:
+        m.model, m.optimizer_state = None, None  # the stack holds the weights now
+    scratch = build_model(group[0].cfg.model).to(device)  # one run's model, for validation
+    log(f"training {len(group)} {group[0].cfg.model.name} runs together from epoch {start} on {device}: "
+        + ", ".join(m.run.run_dir.name for m in group))
+    bar = tqdm(range(start, tc.epochs + 1), desc=f"{len(group)} runs", disable=not tc.progress, unit="epoch",
+               initial=start - 1, total=tc.epochs)
+    saved_at = time.perf_counter()
+    for epoch in bar:
+        t0 = time.perf_counter()
+        trs = train_stack_epoch(stack, optimizer, train_u8, [m.cfg for m in group], epoch)
+        states, vas, keep = [stack.run_state(g) for g in range(len(group))], [], []
+        for m, state in zip(group, states):
+            scratch.load_state_dict(state)
+            vas.append(validation_loss(scratch, val_u8, m.cfg))
+        seconds = time.perf_counter() - t0  # the stack's epoch: every run's training and validation
+        for g, (m, tr, va) in enumerate(zip(group, trs, vas)):
+            try:
+                m.run.end_epoch(epoch, tr, va, seconds, lambda s=states[g]: s)
+                keep.append(g)
+            except TrainingDiverged as e:
+                m.error, m.final_state = e, states[g]
+                log(f"{m.run.run_dir.name}: {e}; the other runs go on")
+        if checkpoint_due(epoch, tc, saved_at):
+            full = optimizer.state_dict()
+            for g in keep:
+                group[g].run.save(states[g], slice_optimizer_state(full, g), epoch)
+            saved_at = time.perf_counter()
+        for g in keep:
+            group[g].run.write_history()
+            group[g].final_state = states[g]
+        if len(keep) < len(group):
+            if not keep:
+                return
+            optimizer = stack.select(keep, optimizer, tc, device)
+            group = [group[g] for g in keep]
+        bar.set_postfix(best=min(m.run.best_val for m in group))
