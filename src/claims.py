@@ -9,7 +9,9 @@
      "sampled_z": [comparison, ...]}   the VAE decoded from mu vs from a sampled z
 
 Each comparison is ``stats.paired`` of two cells plus who is compared on what; each claim and
-each table is one family of ``stats.decide`` (Holm). The report only reads this file.
+each table is one family of ``stats.decide`` (Holm). A claim that uses a run whose
+``convergence`` flag is false gets no verdict: "inconclusive" with "runs not converged".
+The report only reads this file.
 """
 from __future__ import annotations
 
@@ -173,6 +175,27 @@ def _finish(cells: list[dict], rule: Callable[[list[dict]], str]) -> dict[str, A
     return {"verdict": verdict, "tally": tally, "cells": cells}
 
 
+def converged(run: dict) -> bool:
+    """A summary row's convergence flag (``evaluation.convergence``); rows written without one are not."""
+    return bool((run.get("convergence") or {}).get("converged"))
+
+
+def refuse_unconverged(claim: dict[str, Any], unconverged: set[str]) -> dict[str, Any]:
+    """Withhold the verdict of a claim whose comparisons use a run that has not converged.
+
+    The statistics stay in the file (they describe those models), but an undertrained model says
+    nothing about a setting, so the verdict and every cell verdict become "inconclusive".
+    """
+    used = {r for c in claim["cells"] for x in c["comparisons"] for r in (*x["runs_a"], *x["runs_b"])}
+    bad = sorted(used & unconverged)
+    if bad:
+        claim.update(verdict=INCONCLUSIVE, tally=f"runs not converged: {len(bad)} of the {len(used)} runs it uses",
+                     unconverged_runs=bad)
+        for c in claim["cells"]:
+            c["verdict"] = INCONCLUSIVE
+    return claim
+
+
 CLAIMS = {
     "l2_clean": ("L2 is optimal for clean images", claim_l2_clean),
     "l1_noise": ("L1 or L1+L2 help under noise", claim_l1_noise),
@@ -218,10 +241,11 @@ def check_claims(runs_dir: str | Path, summary: dict | None = None, write: bool 
     rows = noise_runs(runs_dir, summary)
     out: dict[str, Any] = {"test": TEST_NAME, "alpha": ALPHA, "split": "test", "noise_sigma": sigma,
                            "seeds": sorted({r["seed"] for r in runs}), "runs_dir": runs_dir.as_posix(),
-                           "claims": {}}
+                           "converged": {"n": sum(map(converged, runs)), "of": len(runs)}, "claims": {}}
+    unconverged = {r["run"] for r in runs if not converged(r)}
     for key, (text, fn) in CLAIMS.items():
-        out["claims"][key] = {"claim": text, "definition": " ".join((fn.__doc__ or "").split()),
-                              **fn(store, runs, sigma)}
+        claim = {"claim": text, "definition": " ".join((fn.__doc__ or "").split()), **fn(store, runs, sigma)}
+        out["claims"][key] = refuse_unconverged(claim, unconverged)
     out["denoising"] = denoising_comparisons(store, runs, rows, sigma) if rows else []
     out["sampled_z"] = sampled_z_comparisons(store, runs)
     if write:

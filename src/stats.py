@@ -74,6 +74,11 @@ def decide(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Holm-correct one family in place and mark each comparison's significant direction."""
     for c, p in zip(comparisons, holm([c["p"] for c in comparisons])):
         c["p_holm"] = p
-        c["significant"] = bool(p < ALPHA and c["seeds_agree"] and c["intervals_apart"] and c["diff"] != 0)
+        failed = [why for why, bad in ((f"p (Holm) >= {ALPHA:g}", not p < ALPHA),
+                                       ("seeds disagree in sign", not c["seeds_agree"]),
+                                       ("seed intervals overlap", not c["intervals_apart"]),
+                                       ("no difference", c["diff"] == 0)) if bad]
+        c["significant"] = not failed
+        c["why_not"] = "; ".join(failed)  # the criteria that failed, named in every table row
         c["direction"] = int(np.sign(c["diff"])) if c["significant"] else 0
     return comparisons

@@ -109,8 +109,10 @@ def effect_seeds_disagree(model, reg, tr, cond, seed):
     return effect_holds(model, reg, tr, cond, seed) * (1.0 if seed == 0 else -0.6)
 
 
-def fake_grid(root, effect, seeds=(0, 1), n=60):
+def fake_grid(root, effect, seeds=(0, 1), n=60, unconverged=()):
     """summary.json + per_image.npz of a {AE, VAE} x 4 regs x {clean, noise}-trained grid.
+
+    Every run is marked converged, except the run names in ``unconverged``.
 
     Per-image value = shared base + effect (PSNR in dB; SSIM gets 1/100 of it, unless the effect
     is a (PSNR, SSIM) pair) + small jitter.
@@ -134,7 +136,8 @@ def fake_grid(root, effect, seeds=(0, 1), n=60):
                         means[cond] = {k: float(v.mean()) for k, v in vals.items()}
                     save_npz(root / name / "per_image.npz", arrays)
                     runs.append({"run": name, "model": model, "reg": reg, "noise_train": tr, "seed": seed,
-                                 "best_epoch": 1, "test": means, "val": means})
+                                 "best_epoch": 1, "test": means, "val": means,
+                                 "convergence": {"converged": name not in unconverged}})
     grid = {"preset": {"name": "fake", "noise_sigma": SIGMA, "seeds": list(seeds), "epochs": 1},
             "source": "sample", "dataset": "hand-made"}
     write_json(root / "summary.json", {"grid": grid, "runs": runs, "baselines": None})
@@ -195,6 +198,79 @@ def test_conclusions_markdown_states_verdicts_numbers_and_the_backing_file(tmp_p
     assert "One seed" not in text  # two seeds
     one = CL.check_claims(fake_grid(tmp_path / "one", effect_fails, seeds=(0,)))
     assert "One seed" in RM.conclusions_markdown(one, "hand-made")
+
+
+def test_claims_refuse_verdicts_from_unconverged_runs(tmp_path):
+    claims = CL.check_claims(fake_grid(tmp_path, effect_holds, unconverged=("vae-l2-clean-s1",)))
+    assert claims["converged"] == {"n": 31, "of": 32}  # 2 models x 4 regs x 2 trainings x 2 seeds
+    # the one unconverged run is used by "L2 optimal for clean" (VAE L2) and "AE better" (VAE L2 vs AE L2)...
+    for key in ("l2_clean", "ae_quality", "vae_robust"):
+        c = claims["claims"][key]
+        assert c["verdict"] == CL.INCONCLUSIVE and c["tally"].startswith("runs not converged: 1 of the")
+        assert c["unconverged_runs"] == ["vae-l2-clean-s1"] and {x["verdict"] for x in c["cells"]} == {CL.INCONCLUSIVE}
+    # ...but not by "L1 helps under noise" (none vs L1, L1+L2), which keeps the verdict the data support
+    assert claims["claims"]["l1_noise"]["verdict"] == CL.CONFIRMED
+    text = RM.conclusions_markdown(claims, "hand-made")
+    assert "inconclusive** (runs not converged: 1 of the" in text
+
+
+def test_rows_that_are_not_significant_name_the_criterion_that_failed(tmp_path):
+    claims = CL.check_claims(fake_grid(tmp_path, effect_seeds_disagree))
+    rows = [x for c in claims["claims"]["ae_quality"]["cells"] for x in c["comparisons"]]
+    assert rows and all(not x["significant"] and "seeds disagree in sign" in x["why_not"] for x in rows)
+    assert "| no: " in RM.conclusions_markdown(claims, "hand-made") and "seeds disagree in sign" in \
+        RM.conclusions_markdown(claims, "hand-made")
+
+
+def test_tables_mark_cells_with_an_unconverged_run_and_count_them(tmp_path):
+    from src.report.tables import convergence_note, main_table, noise_table
+
+    root = fake_grid(tmp_path, effect_holds, unconverged=("ae-l1-clean-s0", "vae-none-noise0.1-s1"))
+    summary = json.loads((root / "summary.json").read_text())
+    ae = main_table(summary, "ae").splitlines()
+    assert [r.split(" | ")[0] for r in ae[2:]] == ["| Baseline", "| L1 †", "| L2", "| L1+L2"]
+    noisy = {tuple(r.split(" | ")[:2]) for r in noise_table(summary, SIGMA).splitlines()[2:]}
+    assert ("| VAE", "Baseline †") in noisy and ("| AE", "L1 †") in noisy and ("| AE", "Baseline") in noisy
+    assert convergence_note(summary["runs"]).startswith("**30 of 32 runs converged**")
+    assert convergence_note(summary["runs"][:1]) == "**The run converged**."  # the first run; no criterion stored
+    rows = [{**r, "convergence": {"converged": True, "threshold": 0.01, "tail_epochs": 20, "epochs": 200}}
+            for r in summary["runs"][:2]]
+    assert convergence_note(rows) == ("**All 2 runs converged** (converged: the best validation loss improved by "
+                                      "less than 1% over the last 20 of 200 epochs).")
+
+
+def _comp(model, reg, level, metric, direction):
+    return {"model": model, "reg": reg, "level": level, "metric": metric, "direction": direction,
+            "diff": 0.5 * direction, "significant": direction != 0}
+
+
+@pytest.mark.parametrize("directions,expected", [
+    ({}, "- **AE, PSNR**: no significant difference between noise- and clean-trained models at any tested σ "
+         "(2 regularizers)."),
+    ({("none", 0.1): 1}, "- **AE, PSNR**: denoising training gives significant gains at σ=0.1 (1 of 2 regularizers)."),
+    ({("none", 0.1): 1, ("l1", 0.1): 1, ("l1", 0.2): -1},
+     "- **AE, PSNR**: denoising training gives significant gains at σ=0.1 (2 of 2 regularizers); "
+     "significant losses at σ=0.2 (1 of 2 regularizers)."),
+    ({("none", 0.0): -1, ("none", 0.1): -1, ("none", 0.2): -1},
+     "- **AE, PSNR**: denoising training gives significant losses at σ=0 (1 of 2 regularizers), "
+     "σ=0.1 (1 of 2 regularizers) and σ=0.2 (1 of 2 regularizers)."),
+])
+def test_denoising_sentence_reads_right_for_none_one_or_many(directions, expected):
+    from src.report.tables import denoising_sentence
+
+    comps = [_comp("ae", reg, lv, "psnr", directions.get((reg, lv), 0)) for reg in ("none", "l1") for lv in (0.0, 0.1, 0.2)]
+    assert denoising_sentence("AE, PSNR", comps) == expected
+
+
+def test_one_regularizer_is_singular_everywhere():
+    from src.report.tables import denoising_sentence, sampled_z_sentence
+
+    one = [_comp("vae", "none", 0.1, "psnr", 0)]
+    assert denoising_sentence("VAE, PSNR", one).endswith("at any tested σ (1 regularizer).")
+    assert sampled_z_sentence({"psnr": [0, 0], "ssim": [1, 0]}, 1) == (
+        "Decoding μ vs a sampled z, PSNR: no significant difference for any of the 1 regularizer; "
+        "SSIM: decoding μ is significantly better for 1 and worse for 0 of the 1 regularizer.")
+    assert "of the 4 regularizers" in sampled_z_sentence({"psnr": [0, 4]}, 4)
 
 
 def test_replace_block_keeps_the_rest_of_the_readme(tmp_path):

@@ -12,8 +12,8 @@ from pathlib import Path
 from ..results import MODEL_LABEL, noise_sigma, preset_of
 from ..utils import write_text
 from .style import FIGURES, GENERATOR_FIGURES, RD_FIGURES, SWEEP_FIGURES
-from .tables import (TARGETS, denoising_markdown, fmt, fmt_p, head, interpolate, main_table, matched_rate_table,
-                     noise_sweep_table, noise_table, sampled_z_table, sweeps_markdown)
+from .tables import (TARGETS, convergence_note, denoising_markdown, fmt, fmt_p, head, interpolate, main_table,
+                     matched_rate_table, noise_sweep_table, noise_table, sampled_z_table, sweeps_markdown)
 
 RESULTS_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 ANALYSIS_MARKERS = ("<!-- analysis:start -->", "<!-- analysis:end -->")
@@ -60,6 +60,7 @@ def results_markdown(summary: dict, figures_rel: str, notes: dict[str, str] | No
     if g.get("source") != "real":
         lines += [f"{SYNTHETIC}, which exist so that the pipeline runs anywhere; run the `full` preset "
                   "on the real thumbnails to get results about real faces.", ""]
+    lines += [convergence_note(summary["runs"]), ""]
     lines += ["Metrics are means over images of per-image values (data range 1.0); the VAE is scored on "
               "its posterior mean μ. PSNR in dB. Reference rows use no training: the mean training image, "
               "and PCA fitted on the training split with as many components as the VAE has latent "
@@ -179,7 +180,7 @@ def header(summary: dict, runs_dir: Path) -> list[str]:
              f"Device: {g.get('device')}, torch {g.get('torch')}.*", ""]
     if g.get("source") != "real":
         lines += [f"{SYNTHETIC}.", ""]
-    return lines
+    return lines + [convergence_note(summary["runs"]), ""]
 
 
 def analysis_markdown(runs_dir: Path, summary: dict, figures_rel: str, rows: list[dict], claims: dict,
@@ -238,6 +239,7 @@ def conclusions_markdown(claims: dict, label: str) -> str:
                 lines.append(f"| {cl['cell']} | {x['a']} vs {x['b']} | {x['quantity']} | {m.upper()} | "
                              f"{fmt(m, x['mean_a'])} | {fmt(m, x['mean_b'])} | "
                              f"{x['diff']:+.{2 if m == 'psnr' else 4}f} | "
-                             f"{fmt_p(x['p_holm'])} | {'yes' if x['significant'] else 'no'} | {cl['verdict']} |")
+                             f"{fmt_p(x['p_holm'])} | {'yes' if x['significant'] else 'no: ' + x.get('why_not', '')} | "
+                             f"{cl['verdict']} |")
         lines += ["", "</details>", ""]
     return "\n".join(lines)

@@ -39,16 +39,40 @@ def trained(tr: float, sigma: float) -> str:
 
 # ---------------------------------------------------------------- the grid
 
+DAGGER = " †"  # marks a table row that includes a run which has not converged
+
+
+def unconverged_cells(runs: list[dict]) -> set[tuple[str, str, float]]:
+    """(model, reg, noise_train) of every cell with a run whose convergence flag is not true."""
+    return {(r["model"], r["reg"], r["noise_train"]) for r in runs if not (r.get("convergence") or {}).get("converged")}
+
+
+def convergence_note(runs: list[dict]) -> str:
+    """How many runs converged, by which criterion, and what † means; '' for no runs."""
+    if not runs:
+        return ""
+    ok = [r for r in runs if (r.get("convergence") or {}).get("converged")]
+    c = next((r["convergence"] for r in runs if {"threshold", "tail_epochs", "epochs"} <= set(r.get("convergence") or {})),
+             None)
+    rule = (f" (converged: the best validation loss improved by less than {100 * c['threshold']:g}% over the last "
+            f"{c['tail_epochs']} of {c['epochs']} epochs)" if c else "")
+    if len(ok) == len(runs):
+        return (f"**All {len(runs)} runs converged**" if len(runs) > 1 else "**The run converged**") + f"{rule}."
+    return (f"**{len(ok)} of {len(runs)} runs converged**{rule}. Rows marked † include a run that had not: their "
+            "numbers describe undertrained models, a preview of the pipeline, not findings about the methods.")
+
 def main_table(summary: dict, model: str) -> str:
     """The original study's layout: clean-trained models, clean inputs, val and test."""
     runs = summary["runs"]
     cols = [(m, s) for m in ("mse", "psnr", "ssim") for s in ("val", "test")]
     lines = head(["Regularization"] + [f"{m.upper()} ({'Validation' if s == 'val' else 'Test'})" for m, s in cols])
     agg = {(m, s): aggregate(runs, s, "clean", m) for m, s in cols}
+    late = unconverged_cells(runs)
     for reg in REG_LABEL:
         key = (model, reg, 0.0)
         if key in agg[cols[0]]:
-            lines.append("| " + " | ".join([REG_LABEL[reg]] + [fmt(m, agg[(m, s)][key]) for m, s in cols]) + " |")
+            name = REG_LABEL[reg] + (DAGGER if key in late else "")
+            lines.append("| " + " | ".join([name] + [fmt(m, agg[(m, s)][key]) for m, s in cols]) + " |")
     base = summary.get("baselines") or {}
     for row in (base.get("test") or {}):
         cells = []
@@ -71,7 +95,8 @@ def noise_table(summary: dict, sigma: float) -> str:
             cells = [fmt(metric, aggs[(metric, cond)].get((model, reg, tr)))
                      for metric in ("psnr", "ssim") for tr in (0.0, sigma) for cond in ("clean", noisy)]
             if any(c != "—" for c in cells):
-                lines.append(f"| {MODEL_LABEL[model]} | {REG_LABEL[reg]} | " + " | ".join(cells) + " |")
+                mark = DAGGER if {(model, reg, 0.0), (model, reg, sigma)} & unconverged_cells(runs) else ""
+                lines.append(f"| {MODEL_LABEL[model]} | {REG_LABEL[reg]}{mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -92,10 +117,33 @@ def noise_sweep_table(rows: list[dict], sigma: float, metric: str = "psnr") -> s
     return "\n".join(lines)
 
 
+def plural(n: int, word: str) -> str:
+    """"1 regularizer", "4 regularizers", "0 regularizers"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def join_and(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _where(comps: list[dict], lvls: list[float], direction: int, n: int) -> str:
-    """"σ=0.2 (3/4), σ=0.3 (4/4)": levels with how many regularizers differ in ``direction``."""
+    """"σ=0.2 (3 of 4 regularizers) and σ=0.3 (4 of 4 regularizers)": where regularizers differ in ``direction``."""
     counts = [sum(1 for c in comps if c["level"] == lv and c["direction"] == direction) for lv in lvls]
-    return ", ".join(f"σ={lv:g} ({k}/{n})" for lv, k in zip(lvls, counts)) or "none"
+    return join_and([f"σ={lv:g} ({k} of {plural(n, 'regularizer')})" for lv, k in zip(lvls, counts)])
+
+
+def denoising_sentence(label: str, comps: list[dict]) -> str:
+    """One line per model and metric; grammatical whether denoising training helped nowhere, once or often."""
+    helps = sorted({c["level"] for c in comps if c["direction"] > 0})
+    costs = sorted({c["level"] for c in comps if c["direction"] < 0})
+    n = len({c["reg"] for c in comps})
+    if not helps and not costs:
+        return (f"- **{label}**: no significant difference between noise- and clean-trained models at any tested "
+                f"σ ({plural(n, 'regularizer')}).")
+    parts = ([f"significant gains at {_where(comps, helps, 1, n)}"] if helps else []) + \
+            ([f"significant losses at {_where(comps, costs, -1, n)}"] if costs else [])
+    return f"- **{label}**: denoising training gives " + "; ".join(parts) + "."
 
 
 def denoising_markdown(comparisons: list[dict]) -> str:
@@ -116,13 +164,7 @@ def denoising_markdown(comparisons: list[dict]) -> str:
             cs = [c for c in comparisons if c["model"] == model and c["metric"] == metric]
             if not cs:
                 continue
-            helps = sorted({c["level"] for c in cs if c["direction"] > 0})
-            costs = sorted({c["level"] for c in cs if c["direction"] < 0})
-            n = len({c["reg"] for c in cs})
-            summary.append(f"- **{MODEL_LABEL[model]}, {metric.upper()}**: significant gains from denoising "
-                           f"training at "
-                           f"{_where(cs, helps, 1, n)}; significant losses at {_where(cs, costs, -1, n)} "
-                           f"(in parentheses: how many of the {n} regularizers).")
+            summary.append(denoising_sentence(f"{MODEL_LABEL[model]}, {metric.upper()}", cs))
     return "\n".join(lines) + "\n\n" + "\n".join(summary)
 
 
@@ -141,9 +183,20 @@ def sampled_z_table(comps: list[dict]) -> str:
                          f"{fmt_p(p['p_holm'])} / {fmt_p(s['p_holm'])} |")
     n = len({c["reg"] for c in comps})
     counts = {m: [sum(1 for c in comps if c["metric"] == m and c["direction"] == d) for d in (1, -1)] for m in METRICS}
-    lines += ["", "Significantly better from μ than from a sampled z: " + ", ".join(
-        f"{m.upper()} for {counts[m][0]} of {n} regularizers (worse for {counts[m][1]})" for m in METRICS) + "."]
+    lines += ["", sampled_z_sentence(counts, n)]
     return "\n".join(lines)
+
+
+def sampled_z_sentence(counts: dict[str, list[int]], n: int) -> str:
+    """``counts`` = {metric: [better from mu, worse from mu]} over ``n`` regularizers."""
+    parts = []
+    for m, (better, worse) in counts.items():
+        if not better and not worse:
+            parts.append(f"{m.upper()}: no significant difference for any of the {plural(n, 'regularizer')}")
+        else:
+            parts.append(f"{m.upper()}: decoding μ is significantly better for {better} and worse for {worse} "
+                         f"of the {plural(n, 'regularizer')}")
+    return "Decoding μ vs a sampled z, " + "; ".join(parts) + "."
 
 
 def sweeps_markdown(rows: list[dict]) -> str:
