@@ -45,7 +45,7 @@ def test_every_run_has_its_files_and_the_summary_lists_them(smoke_grid):
 def test_report_writes_every_figure_and_the_tables(smoke_grid):
     for name in FIGS:
         assert (smoke_grid / "Figures" / name).stat().st_size > 10_000, name
-    assert (smoke_grid / "runs" / "tables.md").exists()
+    assert (smoke_grid / "runs" / "REPORT.md").exists()
 
 
 def test_figure_data_holds_the_shown_images_of_the_stored_split(smoke_grid):
@@ -66,7 +66,7 @@ def test_figure_data_holds_the_shown_images_of_the_stored_split(smoke_grid):
 
 def test_table_numbers_equal_the_metrics_files(smoke_grid):
     runs = smoke_grid / "runs"
-    text = (runs / "tables.md").read_text()
+    text = (runs / "REPORT.md").read_text()
     for model in ("ae", "vae"):
         m = json.loads((runs / f"{model}-l2-clean-s0" / "metrics.json").read_text())
         expected = [f"{m['val']['clean']['mse']:.5f}", f"{m['test']['clean']['mse']:.5f}",

@@ -43,16 +43,21 @@ def _relative(figures: Path, readme: Path | None, runs_dir: Path) -> str:
     return os.path.relpath(figures, readme.parent if readme else runs_dir).replace(os.sep, "/")
 
 
-def report(runs_dir: str | Path, figures: str | Path = "Figures", readme: str | Path | None = None) -> list[Path]:
-    """Write every figure, ``runs_dir/tables.md`` and (optionally) the README results section.
+REPORT_MD = "REPORT.md"  # the report of a grid, in its own folder; the README changes only when published
 
-    The grids of the analysis presets get ``analysis_report`` instead (own folder and README blocks).
+
+def report(runs_dir: str | Path, figures: str | Path | None = None, readme: str | Path | None = None) -> list[Path]:
+    """Write every figure (default: ``runs_dir/Figures``), ``runs_dir/REPORT.md`` and, given a
+    ``readme``, its generated blocks (that is publishing: ``python -m src report DIR --publish``).
+
+    The grids of the analysis presets get ``analysis_report`` instead (own README blocks).
     """
-    runs_dir, figures = Path(runs_dir), Path(figures)
+    runs_dir = Path(runs_dir)
+    figures = Path(figures) if figures else runs_dir / "Figures"
     readme = Path(readme) if readme else None
     summary = _summary(runs_dir, None)
     if is_analysis(summary):
-        return analysis_report(runs_dir, figures, readme, summary)
+        return analysis_report(runs_dir, figures, readme, summary, markdown=REPORT_MD)
     data = read_figure_data(runs_dir)
     written: list[Path] = []
     for model in _models(summary):
@@ -60,15 +65,15 @@ def report(runs_dir: str | Path, figures: str | Path = "Figures", readme: str | 
     written += rd_figures(runs_dir, figures)  # only when runs_dir/rd exists (python -m src rd)
     rel, rd = _relative(figures, readme, runs_dir), load_rd(runs_dir)
     section = results_markdown(summary, rel, bytes_notes(rd)) + rd_markdown(rd, rel)
-    written.append(write_text(runs_dir / "tables.md", section + "\n"))
+    written.append(write_text(runs_dir / REPORT_MD, section + "\n"))
     if readme:
         replace_block(readme, RESULTS_MARKERS, section, "## Results")
     return written
 
 
 def analysis_report(runs_dir: str | Path, figures: str | Path, readme: str | Path | None = None,
-                    summary: dict | None = None, grid_figures: bool = True) -> list[Path]:
-    """Analysis figures in ``figures/<preset>/``, ``runs_dir/analysis.md``, and (for the analysis
+                    summary: dict | None = None, grid_figures: bool = True, markdown: str = "analysis.md") -> list[Path]:
+    """Analysis figures in ``figures/<preset>/``, ``runs_dir/<markdown>``, and (for the analysis
     presets, given a README) its analysis and conclusions blocks; needs ``claims.json``.
 
     With ``grid_figures``, the grid's own figures (``figures.model_figures``) go to the same folder.
@@ -99,7 +104,7 @@ def analysis_report(runs_dir: str | Path, figures: str | Path, readme: str | Pat
     written += generator_figures(runs_dir, sub, data, lab)
     section = analysis_markdown(runs_dir, summary, _relative(sub, readme, runs_dir), rows, claims, sweeps)
     conclusions = conclusions_markdown(claims, lab)
-    written.append(write_text(runs_dir / "analysis.md", section + "\n\n## Conclusions\n\n" + conclusions + "\n"))
+    written.append(write_text(runs_dir / markdown, section + "\n\n## Conclusions\n\n" + conclusions + "\n"))
     if readme and is_analysis(summary):
         replace_block(readme, ANALYSIS_MARKERS, section, "## Parameter analysis")
         replace_block(readme, CONCLUSION_MARKERS, conclusions, "## Conclusions")
