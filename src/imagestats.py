@@ -4,24 +4,21 @@ For (N, S, S) uint8 grayscale images, read as [0, 1] (data range 1):
 
 - ``mean_psnr``: PSNR of the train split's mean image, on each test image;
 - ``pca10_psnr`` ``pca50_psnr`` ``pca200_psnr``: PCA with k components fitted on the train
-  split (``src.compression.PCA``: reconstructions clamped to [0, 1]), on the test split;
-  k is capped by what the train split can span;
-- ``jpeg50_bpp``: Pillow JPEG, ``save(format="JPEG", quality=50)`` and nothing else (so
-  the standard Huffman tables, 4:2:0 irrelevant for grayscale, headers counted),
-  8 * bytes / pixels per image, over all images;
+  split (``src.compression.PCA``, reconstructions clamped to [0, 1]), on the test split;
+  k is capped by what the train split can span (n_train - 1 directions);
+- ``jpeg50_bpp``: Pillow ``save(format="JPEG", quality=50)`` with no other option (standard
+  Huffman tables, not optimized), headers counted: 8 * bytes / pixels, mean over all images;
 - ``hdiff``: mean absolute difference of horizontally adjacent pixels, over all images;
 - ``spectral_slope``: least-squares slope of log10(power) against log10(radius) of the
-  radially averaged power spectrum, radius 4..50 cycles per image (radius rounded to integer bins).
+  radially averaged power spectrum, radii 4..50 cycles per image (rounded to integer bins).
 
-PSNRs are per image, then averaged (like ``src.metrics``). The split is the project's
-seeded 70/10/20 ``src.data.split_indices``. Spectrum choices: each image has its own mean
-removed (which only changes the DC term) and is NOT windowed: the issue's photograph bands
-were measured that way, and this definition reproduces the issue's figures for the old
-generator (14.1 / 21.4 / 25.0 / 28.9 dB, 0.75 bpp, 0.022, -3.1; with a Hann window the
-slope would read -3.4). The unwindowed FFT also sees the jump between opposite borders as an edge (a -2
-slope of its own), so natural scenes and faces with busy borders read flatter. Power is
-averaged over images, then over each integer radius of the full 2-D spectrum.
-No torch at import: PCA imports it lazily.
+PSNRs are per image, then averaged (like ``src.metrics``); the split is the project's seeded
+70/10/20 ``src.data.split_indices``. Spectrum: each image has its mean removed (only the DC
+term changes) and is NOT windowed; power is averaged over images, then over each integer
+radius of the full 2-D spectrum. These choices reproduce issue 12's figures for the version-1
+generator (14.1 / 21.4 / 25.0 / 28.9 dB, 0.75 bpp, 0.022, slope -3.2; a Hann window would make
+the slope -3.4), so the issue's photograph bands apply. Without a window the FFT also sees the
+jump between opposite borders as an edge. No torch at import: PCA imports it lazily.
 """
 from __future__ import annotations
 
@@ -215,6 +212,8 @@ def stats_command(root: str, n: int | None = None, as_json: bool = False, *, siz
         print(f"{stats['n']} images from {root} at {size}x{size}"
               + (f" ({len(fs.skipped)} files skipped)" if fs.skipped else ""))
         print(format_table(stats, PHOTO_BANDS, name=Path(root).name or str(root)))
+        print("PCA figures rise with the number of images (more training images); the photograph "
+              "bands come from sets of 400 and 6,000 images.")
     return 0
 
 
@@ -232,7 +231,7 @@ def synthetic_grid_figure(path, n: int = 32, seed: int = 0, cols: int = 8) -> Pa
         ax.set_axis_off()
         if i < n:
             ax.imshow(faces[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    fig.suptitle(f"src.synthetic v{getattr(synthetic, 'GENERATOR_VERSION', 1)}: faces 0-{n - 1}, seed {seed}, "
+    fig.suptitle(f"src.synthetic v{synthetic.GENERATOR_VERSION}: faces 0-{n - 1}, seed {seed}, "
                  f"{faces.shape[1]} px", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / (1.3 * rows + 0.35),
                         wspace=0.04, hspace=0.04)

@@ -1,17 +1,16 @@
 """Procedural face-like grayscale images: the embedded default dataset.
 
-Face ``index`` of a sample is drawn from its own ``np.random.default_rng([seed, index])``,
-so it does not depend on the sample size or the order of generation. A face is painted
-back to front: a cluttered, textured, sometimes defocused scene; clothes; hair with
-strands, locks and a frayed outline; a Lambert-lit head with skin texture, turned by roll
-and yaw, with eyes, brows, nose and mouth; a fringe; sometimes glasses, a hat or a blurred
-foreground object; then uneven light, exposure, tone curve, defocus and sensor noise.
-Coordinates are in image widths, centred, x right and y down. Pure numpy, float32.
+Face ``index`` of a sample comes from its own ``np.random.default_rng([seed, index])``, so it
+does not depend on the sample size or order. Painted back to front: a cluttered, textured,
+sometimes defocused scene; clothes; hair (strands, locks, frayed outline); a Lambert-lit head
+turned by roll and yaw, with skin texture, eyes, brows, nose, mouth; a fringe; sometimes
+glasses, a hat or a blurred foreground object; then uneven light, exposure, tone curve,
+defocus and sensor noise. Coordinates: image widths, centred, x right, y down; numpy float32.
 
 Version 2 (issue 12) matches a 2,000-face sample to face photographs on the statistics of
-``src.imagestats`` (its ``TARGET_BANDS``); version 1 faces were far easier to compress.
-Only exactly rounded operations (+ - * / sqrt floor clip) touch pixels: numpy's SIMD sin,
-exp or power and BLAS may differ by an ulp between CPUs, and samples must be byte-identical.
+``src.imagestats`` (its ``TARGET_BANDS``); version 1 faces were far easier to compress. Only
+exactly rounded operations (+ - * / sqrt floor clip) touch pixels: numpy's SIMD sin, exp or
+power and BLAS may differ by an ulp between CPUs, and samples must be byte-identical.
 """
 from __future__ import annotations
 
@@ -55,12 +54,11 @@ def _up2(a: np.ndarray) -> np.ndarray:
 def _fractal(rng: np.random.Generator, size: int, decay: float, base: int = 4) -> np.ndarray:
     """(size, size) float32 multi-scale noise (std ~1): each octave's amplitude is ``decay``
     times the coarser one's (power falling as about f^(-2 - 2 log2(1/decay))), up to
-    octaves of 2 pixels (pixel-level noise is the camera's). ``decay`` = 0: smooth noise
-    of ``base`` cells per side (repeated linear doubling converges to a B-spline)."""
+    octaves of 2 pixels (pixel-level noise is the camera's)."""
     a, n, amp = rng.standard_normal((base, base)).astype(F), base, F(1)
     while n < size:
         a, n, amp = _up2(a), 2 * n, amp * F(decay)
-        if n < size and decay > 0:
+        if n < size:
             a += (rng.random((n, n), dtype=F) - F(0.5)) * (amp * F(3.46))  # uniform of std amp
     return a[:size, :size]
 
@@ -83,13 +81,9 @@ def _window(pose: Pose, fx: float, fy: float, reach: float, size: int) -> tuple[
     """Pixel rows/cols covering the disc of radius ``reach`` at face point (fx, fy)."""
     cx, cy, c, s = pose
     x, y = cx + c * fx - s * fy, cy + s * fx + c * fy
-
-    def span(v: float) -> slice:
-        lo = math.floor((v + 0.5 - reach) * size) - 1
-        hi = math.ceil((v + 0.5 + reach) * size) + 1
-        return slice(min(max(lo, 0), size), min(max(hi, 0), size))
-
-    return span(y), span(x)
+    lo = [math.floor((v + 0.5 - reach) * size) - 1 for v in (y, x)]
+    hi = [math.ceil((v + 0.5 + reach) * size) + 1 for v in (y, x)]
+    return _span(lo[0], hi[0] - lo[0], size), _span(lo[1], hi[1] - lo[1], size)
 
 
 def _inside(X: np.ndarray, Y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
@@ -127,7 +121,7 @@ def _blur(img: np.ndarray, passes: int) -> np.ndarray:
         out[0] += q[0]
         out[-1] += q[-1]
         img = out.T  # the second pass of each pair blurs the other axis
-    return img
+    return np.ascontiguousarray(img)  # C order again: later ops mix it with C-ordered arrays
 
 
 def _span(lo: int, length: int, size: int) -> slice:  # lo..lo+length, clipped to the image
@@ -137,22 +131,23 @@ def _span(lo: int, length: int, size: int) -> slice:  # lo..lo+length, clipped t
 def _background(rng: np.random.Generator, TX: np.ndarray, TY: np.ndarray) -> np.ndarray:
     """A cluttered scene (image-frame coordinates TX, TY): gradient, multi-scale texture,
     boxes, bars, shelves of books or blinds, soft lamps; then a depth-of-field blur."""
-    size, (gx, gy) = TX.shape[0], rng.uniform(-0.45, 0.45, 2)
-    img = F(rng.uniform(0.25, 0.75)) + F(gx) * TX + F(gy) * TY
-    img += F(rng.uniform(0.04, 0.3)) * _fractal(rng, size, rng.uniform(0.45, 0.72))
+    size, t, (gx, gy) = TX.shape[0], TX[0], rng.uniform(-0.45, 0.45, 2)
+    img = (F(rng.uniform(0.25, 0.75)) + F(gx) * t)[None, :] + (F(gy) * t)[:, None]
+    img += F(rng.uniform(0.03, 0.24)) * _fractal(rng, size, rng.uniform(0.45, 0.72), base=8)
     for _ in range(int(rng.integers(3, 15))):
-        (y0, x0), (h, w) = rng.integers(-size // 4, size, 2), rng.integers(size // 16, size * 3 // 4, 2)
-        sl, v, kind = (_span(y0, h, size), _span(x0, w, size)), rng.uniform(-0.4, 0.4), rng.random()
+        y0, x0, h, w, v, kind = rng.random(6).tolist()  # one draw: each Generator call costs ~2 us
+        y0, x0, h, w = (int(y0 * size * 1.25) - size // 4, int(x0 * size * 1.25) - size // 4,
+                        size // 16 + int(h * size * 0.7), size // 16 + int(w * size * 0.7))
+        sl, v = (_span(y0, h, size), _span(x0, w, size)), 0.8 * v - 0.4
         if kind < 0.4:  # a flat box: door, window, picture, furniture
             img[sl] += F(v)
         elif kind < 0.55:  # a thin bar: a frame, a shelf edge, a cable
             thick = int(rng.integers(1, 5))
             img[(_span(y0, thick, size), sl[1]) if kind < 0.48 else (sl[0], _span(x0, thick, size))] += F(2 * v)
         elif kind < 0.85:  # a row of things of random widths: books, blinds, railings
+            profile = np.repeat(rng.uniform(-abs(v), abs(v), size).astype(F), rng.integers(1, 9, size))
             n = sl[1].stop - sl[1].start if kind < 0.7 else sl[0].stop - sl[0].start
-            levels = rng.uniform(-abs(v), abs(v), size).astype(F)
-            profile = np.repeat(levels, rng.integers(1, 9, size))[:n]
-            img[sl] += profile[None, :] if kind < 0.7 else profile[:, None]
+            img[sl] += profile[None, :n] if kind < 0.7 else profile[:n, None]
         else:  # a lamp or a plant: a soft disc
             r = rng.uniform(0.04, 0.2)
             _blob(img, TX, TY, SCENE, rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), r, r,
@@ -162,7 +157,7 @@ def _background(rng: np.random.Generator, TX: np.ndarray, TY: np.ndarray) -> np.
 
 def _clothes(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarray,
              pose: Pose, a: float, b: float, skin: float, tex: np.ndarray) -> None:
-    """Shoulders in textured cloth (``tex``: folds and weave, sometimes stripes), a collar, the neck."""
+    """Shoulders in textured cloth (``tex``: folds and weave, sometimes stripes), and a collar."""
     size = img.shape[0]
     cy, rx, ry = b * rng.uniform(1.9, 2.3), a * rng.uniform(1.7, 2.8), b * 1.05
     sl = _window(pose, 0, cy, max(rx, ry) + 2 / size, size)
@@ -172,7 +167,6 @@ def _clothes(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.nda
         k, tilt = rng.uniform(8, 30), rng.uniform(-0.5, 0.5)
         cloth = cloth + F(rng.uniform(0.05, 0.2)) * _wave(F(k) * (Xs + F(tilt) * Ys))
     img[sl] += _ellipse(Xs, Ys, 0, cy, rx, ry, size, 2) * (cloth - img[sl])
-    _blob(img, X, Y, pose, 0, b * 1.0, a * rng.uniform(0.45, 0.6), b * 0.6, skin * rng.uniform(0.55, 0.8), soft=2)
     if rng.random() < 0.5:  # a collar or neckline below the neck
         _blob(img, X, Y, pose, 0, b * 1.5, a * rng.uniform(0.5, 0.8), b * rng.uniform(0.1, 0.25),
               rng.uniform(0.05, 0.95), soft=1.5)
@@ -183,11 +177,10 @@ def _hair(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarra
     """Paint the hair behind the head; return (window, texture, mask, long hair?) for the fringe.
 
     Strands and locks radiate from a crown above the head (phase ~ X / (Y - crown)),
-    waved by smooth noise; ``tex`` makes them uneven and frays the outline.
+    waved along their length; ``tex`` makes them uneven and frays the outline.
     """
     size = img.shape[0]
     level = rng.uniform(0.03, 0.65)  # black to blond
-    warp = F(rng.uniform(0.3, 1.2)) * _fractal(rng, size, 0, base=5)
     k_fine, k_coarse = rng.uniform(18, 40), rng.uniform(4, 12)  # strands, locks per image width
     ragged_tex, ragged_locks = rng.uniform(0.03, 0.15), rng.uniform(0, 0.08)
     cy, rx, ry = -b * rng.uniform(0.05, 0.25), a * rng.uniform(1.05, 1.4), b * rng.uniform(0.95, 1.2)
@@ -198,10 +191,12 @@ def _hair(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarra
         sl2 = _window(pose, 0, fall_y, max(fall_w, fall_h) * 1.3 + 2 / size, size)
         sl = tuple(slice(min(u.start, v.start), max(u.stop, v.stop)) for u, v in zip(sl, sl2))
     Xs, Ys, T = X[sl], Y[sl], tex[sl]
-    fan = F(b * 1.6) * Xs / np.maximum(Ys + F(b * 1.6), F(0.05))  # x where Y is 1.6 b above the crown
-    fine = _wave(F(k_fine) * fan + warp[sl])
-    coarse = _wave(F(k_coarse) * fan + F(1.7) * warp[sl])
-    strands = F(0.12 * level + 0.03) * fine + F(0.15 * level + 0.03) * coarse
+    # waves along the strands, a bend across them: a cheap stand-in for smooth noise
+    warp = F(rng.uniform(0.2, 0.8)) * _wave(F(rng.uniform(2, 8)) * Ys + F(rng.uniform(-2, 2)) * Xs + F(rng.random()))
+    fan = F(b * 1.6) * Xs / np.maximum(Ys + F(b * 1.6), F(0.05))  # X along rays from the crown, at Y = 0
+    fine = _wave(F(k_fine) * fan + warp)
+    coarse = _wave(F(k_coarse) * fan + F(1.7) * warp)
+    strands = F(0.16 * level + 0.04) * fine + F(0.15 * level + 0.03) * coarse
     hair = F(level) * (F(0.8) + F(0.2) * T) + strands * (F(0.7) + F(0.3) * T)  # uneven, not a grating
     ragged = F(ragged_tex) * T + F(ragged_locks) * coarse  # strands stick out of the outline
     gain = F(a * size * 0.5)
@@ -286,17 +281,6 @@ def _glasses(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.nda
     _blob(img, X, Y, pose, shift, ey - gy * 0.3, max(ex - gx, 0.01) + 0.005, thick * 0.6, dark)
 
 
-def _hat(rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Y: np.ndarray,
-         pose: Pose, a: float, b: float, tex: np.ndarray) -> None:
-    """A crown over the top of the head and a brim across the forehead."""
-    size, top = img.shape[0], -b * rng.uniform(0.45, 0.7)
-    tex = F(rng.uniform(0.05, 0.9)) + F(rng.uniform(0.02, 0.08)) * tex
-    crown = _ellipse(X, Y, 0, top - b * 0.35, a * rng.uniform(1.0, 1.2), b * rng.uniform(0.45, 0.7), size, 1.5)
-    crown *= ((F(top) - Y) * F(size / 1.5) + F(0.5)).clip(0, 1)  # cut flat at the brim
-    brim = _ellipse(X, Y, 0, top, a * rng.uniform(1.1, 1.8), b * rng.uniform(0.05, 0.12), size, 1.5)
-    img += np.maximum(crown, brim) * (tex - img)
-
-
 def render_face(rng: np.random.Generator, size: int = 128) -> np.ndarray:
     """One face drawn from ``rng``: uint8 array (size, size)."""
     TX, TY = _frame(size, SCENE)
@@ -308,12 +292,12 @@ def render_face(rng: np.random.Generator, size: int = 128) -> np.ndarray:
     X, Y = _frame(size, pose)
     a = rng.uniform(0.19, 0.29)  # face half-width, image widths
     b = a * rng.uniform(1.18, 1.42)  # face half-height
-    yaw = min(max(rng.normal(0, 0.2), -0.45), 0.45)
-    skin = rng.uniform(0.25, 0.85)
-    # one texture serves cloth, hair, skin and hat: they cover different pixels
+    yaw, skin = min(max(rng.normal(0, 0.2), -0.45), 0.45), rng.uniform(0.25, 0.85)
+    # one texture serves cloth, hair and skin: they cover different pixels
     tex = _fractal(rng, size, rng.uniform(0.5, 0.7), base=8)
     _clothes(rng, img, X, Y, pose, a, b, skin, tex)
     hsl, hair, hair_mask, long_hair = _hair(rng, img, X, Y, pose, a, b, tex)
+    _blob(img, X, Y, pose, 0, b, a * rng.uniform(0.45, 0.6), b * 0.6, skin * rng.uniform(0.55, 0.8), soft=2)  # neck
     if not long_hair and rng.random() < 0.7:  # ears in front of short hair, behind the face
         ear_y, ear = b * rng.uniform(-0.15, 0.05), skin * rng.uniform(0.6, 0.9)
         for side in (s for s in (-1.0, 1.0) if s * yaw < 0.2):  # the far ear hides behind a turned head
@@ -340,17 +324,19 @@ def render_face(rng: np.random.Generator, size: int = 128) -> np.ndarray:
     img[hsl] += fringe * (hair - img[hsl])
     if rng.random() < 0.25:
         _glasses(rng, img, X, Y, pose, ey, ex, rx, yaw * a * 0.3)
-    if rng.random() < 0.1:
-        _hat(rng, img, X, Y, pose, a, b, tex)
+    if rng.random() < 0.1:  # a hat: a crown, its bottom hidden by the brim
+        top, value, ry = -b * rng.uniform(0.45, 0.7), rng.uniform(0.05, 0.9), b * rng.uniform(0.35, 0.55)
+        _blob(img, X, Y, pose, 0, top - ry * 0.8, a * rng.uniform(1.0, 1.2), ry, value, soft=1.5)
+        _blob(img, X, Y, pose, 0, top, a * rng.uniform(1.1, 1.8), b * rng.uniform(0.05, 0.12), value * 0.8, soft=1.5)
     if rng.random() < 0.12:  # something out of focus between the camera and the face
         _blob(img, TX, TY, SCENE, (1 if rng.random() < 0.5 else -1) * rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7),
               rng.uniform(0.1, 0.3), rng.uniform(0.1, 0.3), rng.uniform(0.05, 0.9), soft=rng.uniform(3, 10))
     # light falling off across the frame, then exposure, contrast and a tone curve
-    gx, gy = rng.uniform(-0.5, 0.5, 2)
-    img = img * (F(1) + F(gx) * TX + F(gy) * TY)
+    t, (gx, gy) = TX[0], rng.uniform(-0.5, 0.5, 2)
+    img *= (F(1) + F(gx) * t)[None, :] + (F(gy) * t)[:, None]
     img = _blur(img, int(np.searchsorted((0.7, 0.95), rng.random(), "right")))  # 0-2 passes: 70/25/5 %
-    img = (img - F(0.5)) * F(rng.uniform(0.75, 1.25)) + F(0.5 + rng.uniform(-0.07, 0.07))
-    img = img.clip(0, 1)
+    contrast = rng.uniform(0.75, 1.25)
+    img = (img * F(contrast) + F(0.5 - 0.5 * contrast + rng.uniform(-0.07, 0.07))).clip(0, 1)
     img += F(rng.uniform(-0.6, 0.6)) * img * (1 - img)  # > 0 brightens the mid-tones
     # uniform sensor noise: Gaussian draws would cost a quarter of the whole face
     img = img + F(rng.uniform(0.01, 0.06)) * (rng.random((size, size), dtype=F) - F(0.5))

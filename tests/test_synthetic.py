@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from src import synthetic
-from src.synthetic import face, generate, render_face, sample_path, write_sample
+from src import data, synthetic
+from src.imagestats import KEYS, TARGET_BANDS, format_table, image_stats
+from src.synthetic import GENERATOR_VERSION, face, generate, render_face, sample_path, write_sample
 from src.utils import UserError
 
 
 @pytest.fixture(scope="module")
 def faces() -> np.ndarray:
-    """600 faces of seed 0 as float32 in [0, 1], (600, 128, 128); shared by the slow-ish checks."""
-    return generate(600, seed=0).astype(np.float32) / 255
+    """1,000 faces of seed 0, uint8 (1000, 128, 128); shared by the slow-ish checks (~3 s)."""
+    return generate(1000, seed=0)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -67,7 +71,7 @@ def test_write_sample_is_lossless_byte_identical_and_marked(tmp_path):
             assert im.format == "PNG" and im.mode == "L"
             np.testing.assert_array_equal(np.asarray(im), arr)
     marker = json.loads((tmp_path / "a" / "SAMPLE.json").read_text())
-    assert marker == {"generator": "src.synthetic", "n": 5, "seed": 7, "size": 128}
+    assert marker == {"generator": "src.synthetic", "version": GENERATOR_VERSION, "n": 5, "seed": 7, "size": 128}
     write_sample(tmp_path / "b", n=5, seed=7, progress=False)
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
     assert sorted(_tree(tmp_path / "a")) == ["00000/0000%d.png" % i for i in range(5)] + ["SAMPLE.json"]
@@ -148,24 +152,82 @@ def test_write_sample_refuses_a_file_as_folder(tmp_path):
     assert (tmp_path / "x").read_text() == "user data"
 
 
-def test_faces_vary_beyond_a_200_component_pca(faces):
-    x = faces.reshape(len(faces), -1)
-    train, held = x[:500], x[500:]
-    mean = train.mean(axis=0)
-    _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
-    basis = vt[:200]  # (200, 16384)
-    rec = (held - mean) @ basis.T @ basis + mean
-    psnr = 10 * np.log10(1 / ((rec - held) ** 2).mean(axis=1))
-    assert psnr.mean() < 40  # measured ~27 dB: a linear code cannot capture the sample
-    assert faces.std(axis=0).mean() > 0.1  # per pixel, across faces (measured ~0.21)
+def test_a_generated_sample_has_the_statistics_of_face_photographs(faces):
+    # issue 12 sets the bands for 2,000 faces; 1,000 keep the test fast and must meet the
+    # same bands. Only the PCA figures depend on the sample size (fewer training images fit
+    # a PCA that generalizes less): at 1,000 faces PCA-200 reads ~0.5 dB lower than at 2,000
+    # (measured 23.2 vs 23.7 dB, band 22.5-25.0), the other statistics within ~0.2 dB / 1 %.
+    stats = image_stats(faces)
+    outside = [k for k in KEYS if not TARGET_BANDS[k][0] <= stats[k] <= TARGET_BANDS[k][1]]
+    assert not outside, f"outside the target bands: {outside}\n" + format_table(stats, TARGET_BANDS, "target")
 
 
 def test_mean_face_has_dark_eyes_between_bright_cheeks_and_bridge(faces):
     # the eyes sit ~0.1 image widths either side of the centre, just above the image
     # centre row; cheeks are ~0.1 widths lower, the nose bridge between the eyes
-    m = faces.mean(axis=0)
+    m = faces.mean(axis=0) / 255
     eyes = np.r_[m[56:66, 46:54].ravel(), m[56:66, 74:82].ravel()].mean()
     cheeks = np.r_[m[72:80, 46:54].ravel(), m[72:80, 74:82].ravel()].mean()
     bridge = m[56:66, 60:68].mean()
-    assert cheeks - eyes > 0.06  # measured ~0.12
-    assert bridge - eyes > 0.06  # measured ~0.11
+    assert cheeks - eyes > 0.04  # measured ~0.08 (v1: ~0.12; v2 moves and scales the faces more)
+    assert bridge - eyes > 0.04  # measured ~0.07 (v1: ~0.11)
+
+
+def test_any_size_renders_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NaN or an overflow would warn
+        for size in (8, 17, 64, 100, 200):
+            x = generate(3, seed=5, size=size)
+            assert x.shape == (3, size, size) and x.dtype == np.uint8 and (x.std(axis=(1, 2)) > 5).all()
+
+
+def test_faces_do_not_depend_on_numpy_simd_kernels():
+    # numpy picks SIMD kernels per CPU at run time; a child process with all of the optional
+    # ones switched off must still draw byte-identical faces (only exactly rounded ops)
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    off = " ".join(f for f in __cpu_dispatch__ if __cpu_features__.get(f))
+    code = "import sys, src.synthetic as s; sys.stdout.buffer.write(s.generate(12, seed=4).tobytes())"
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": off}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, env=env,
+                         cwd=Path(synthetic.__file__).parents[1]).stdout
+    assert out == generate(12, seed=4).tobytes()
+
+
+def test_a_sample_of_an_older_generator_is_regenerated_not_reused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # resolve_data_dir uses ./data/sample
+    sample = tmp_path / "data" / "sample"
+    write_sample(sample, n=5, progress=False)
+    old = {"generator": "src.synthetic", "n": 5, "seed": 0, "size": 128}  # what version 1 wrote
+    (sample / "SAMPLE.json").write_text(json.dumps(old))
+    Image.fromarray(np.zeros((128, 128), np.uint8)).save(sample_path(sample, 3))  # an "old" face
+    logs = []
+    root, source = data.resolve_data_dir(data.DataConfig(sample_size=5), log=logs.append)
+    assert (root, source) == (Path("data/sample"), "sample")
+    assert "generator v1" in logs[-1] and f"generator v{GENERATOR_VERSION}" in logs[-1]
+    write_sample(tmp_path / "fresh", n=5, progress=False)
+    assert _tree(sample) == _tree(tmp_path / "fresh")
+    data.resolve_data_dir(data.DataConfig(sample_size=5), log=logs.append)
+    assert "generating" not in logs[-1]  # now current: reused as it is
+
+
+def test_an_older_sample_with_user_files_is_never_deleted(tmp_path):
+    write_sample(tmp_path, n=2, progress=False)
+    (tmp_path / "SAMPLE.json").write_text(json.dumps({"generator": "src.synthetic", "n": 2, "seed": 0, "size": 128}))
+    (tmp_path / "00000" / "my_photo.jpg").write_bytes(b"user data")
+    before = _tree(tmp_path)
+    with pytest.raises(UserError, match="my_photo.jpg"):
+        write_sample(tmp_path, n=2, progress=False)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_at_least_300_faces_per_second_on_one_core():
+    import time
+
+    generate(20)  # warm caches
+    start = time.process_time()  # CPU time: other processes on the machine do not count
+    generate(600)
+    assert 600 / (time.process_time() - start) >= 300
