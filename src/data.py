@@ -1,7 +1,7 @@
 """Finding, decoding, caching and splitting face images.
 
 Flow: ``find_images`` scans a folder (recursively, sorted) -> ``decode_image`` turns each
-file into a (S, S) uint8 grayscale array -> ``load_images`` decodes all of them once on all
+file into a (S, S) uint8 grayscale array (``decode.py``) -> ``load_images`` decodes all of them once on all
 cores and caches the stack as one ``.npy`` that later runs memory-map -> ``split_indices``
 gives the seeded train/val/test split -> ``to_float`` turns a uint8 batch into model input.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in notebooks
 
+from .decode import BadImage, decode_image
 from .synthetic import GENERATOR, GENERATOR_VERSION  # what a sample's SAMPLE.json names
 from .utils import UserError, atomic_path, read_json, write_json
 
@@ -29,7 +29,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pnm", ".w
 REAL_DIR = Path("data/flickr")  # where the README tells users to put the Kaggle data
 SAMPLE_DIR = Path("data/sample")  # the generated default sample
 CACHE_DIR = Path("data/.cache")  # decoded uint8 caches (never inside the user's image folder)
-MAX_PIXELS = 64_000_000  # decompression-bomb guard: bigger headers are skipped, never decoded
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 SAMPLE_MARKER = "SAMPLE.json"  # written last by src.synthetic.write_sample
 PARALLEL_MIN = 64  # below this many files a process pool costs more than it saves
@@ -76,10 +75,6 @@ class FaceSet:
 
     def files_sha256(self) -> str:
         return hashlib.sha256("\n".join(self.files).encode()).hexdigest()
-
-
-class BadImage(Exception):
-    """A file that cannot be used as an image; the message is a short reason."""
 
 
 def _check_fractions(fractions) -> tuple[float, float, float]:
@@ -148,79 +143,6 @@ def find_images(root) -> tuple[list[Path], list[Skipped]]:
 
 
 # ----------------------------------------------------------------------------- decoding
-def _gray_u8(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> mode 'L', mapping the full range of the source type to 0..255."""
-    mode = im.mode
-    if mode in ("L", "1", "LA", "La"):
-        return im.convert("L")  # '1' becomes 0/255; alpha is dropped
-    if mode in ("P", "PA"):
-        return im.convert("RGBA").convert("L")  # via RGBA so palette transparency is handled
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(im).astype(np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        if mode == "F" and lo >= 0 and hi <= 1:
-            scale_lo, scale_hi = 0.0, 1.0  # float images in [0, 1]
-        elif lo >= 0 and hi <= 65535:
-            scale_lo, scale_hi = 0.0, 65535.0  # 16-bit data (PNG, 16-bit PGM): scale, never clip
-        else:
-            scale_lo, scale_hi = lo, max(hi, lo + 1e-12)  # genuinely 32-bit data: stretch its range
-        u8 = np.rint((a - scale_lo) * (255.0 / (scale_hi - scale_lo))).clip(0, 255).astype(np.uint8)
-        return Image.fromarray(u8)
-    return im.convert("RGB").convert("L")  # RGB(A), CMYK, YCbCr, LAB, HSV: ITU-R 601 luma
-
-
-def _square(im: Image.Image, size: int) -> Image.Image:
-    """Center-crop to a square (faces keep their proportions), then resize to size x size.
-
-    Bicubic with Pillow's built-in antialiasing when shrinking; an image that already has
-    the right size is returned untouched (exact pixels kept).
-    """
-    w, h = im.size
-    if w != h:
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        im = im.crop((left, top, left + s, top + s))
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BICUBIC)
-    return im
-
-
-def decode_image(path, size: int = 128) -> np.ndarray:
-    """Decode one file to a (size, size) uint8 grayscale array.
-
-    EXIF orientation is applied; 16-bit and float data are scaled (not clipped) to 0..255;
-    non-square images are center-cropped; resizing is bicubic with antialiasing.
-
-    Raises:
-        BadImage: empty, truncated, unreadable, too small (< 8 px), or a header claiming
-            more than ``MAX_PIXELS`` pixels (checked before any pixel is decoded).
-    """
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise BadImage("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise BadImage(f"header claims {w}x{h} pixels (decompression-bomb guard)")
-                if w < 8 or h < 8:
-                    raise BadImage(f"too small: {w}x{h}")
-                im.load()  # decodes everything now, so truncation raises here
-                im = _square(_gray_u8(ImageOps.exif_transpose(im)), size)
-                return np.asarray(im, dtype=np.uint8).copy()
-    except BadImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage("header claims too many pixels (decompression-bomb guard)") from None
-    except UnidentifiedImageError:
-        raise BadImage("not an image (format not recognised)") from None
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file, never a crash
-        msg = str(e).splitlines()[0][:100] if str(e) else ""
-        raise BadImage(f"cannot decode ({type(e).__name__}{': ' + msg if msg else ''})") from None
-
-
 def _decode_job(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
     """Worker: (path, size) -> (image, None) or (None, reason)."""
     try:
