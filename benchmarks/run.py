@@ -17,6 +17,11 @@ It prints a table and writes JSON (default ``benchmarks/out/results.json``) with
   measures the fused-Adam default against torch's per-tensor loop;
 - evaluation: ``src.metrics`` batched SSIM / PSNR vs scikit-image's per-image functions
   on the same images: images/s, ratio, max absolute difference;
+- stacked: images/s of ``src.stacked`` training G runs as one model, for each G of
+  ``--stacked-g`` (default 1 8 16 48 on CUDA, 1 2 elsewhere), against one run at a time
+  (``fit``'s epoch loop, ``train_one_epoch``), both over whole epochs of the same resident
+  images without validation; and each one's ratio to the memory-bandwidth limit of the
+  device, with the bytes per image estimated and the arithmetic written out;
 - memory: peak RSS of this process and of its children; on CUDA the peak allocated;
 - the targets of issue #6 with the measured value and whether it is met.
 
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,11 +56,12 @@ from PIL import Image
 from src import metrics as M
 from src import synthetic
 from src.data import DataConfig, load_images, split_indices, to_float
-from src.losses import compute_loss
-from src.models import ModelConfig, build_model
-from src.regularization import RegConfig, penalty
+from src.models import ModelConfig, build_model, count_parameters
+from src.regularization import KINDS, RegConfig
 from src.evaluation import EVAL_BATCH
-from src.train import RunConfig, TrainConfig, epoch_batches, fit, make_optimizer, pick_device
+from src.stacked import Stack, train_stack_epoch
+from src.train import (RunConfig, RunObjective, TrainConfig, epoch_batches, fit, make_optimizer, pick_device,
+                       run_generator, train_one_epoch, train_step)
 from src.utils import UserError, set_seed, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -204,8 +211,8 @@ def compute_bound(cfg: RunConfig, batch_u8: np.ndarray, steps: int, device: torc
                   repeat: int = 1) -> dict[str, float]:
     """Images/s of forward + loss + backward + Adam step on one fixed batch already on the device.
 
-    The same step as ``src.train.train_one_epoch`` with the same flags, without the data
-    pipeline and the loss bookkeeping; the first step (and compilation) is timed apart. The
+    ``src.train.train_step``, the step of ``train_one_epoch``, with the same flags, without the
+    data pipeline and the loss bookkeeping; the first step (and compilation) is timed apart. The
     steps are timed in ``repeat`` rounds and the fastest round counts (other processes on a
     shared machine only ever slow a round down).
     """
@@ -216,21 +223,14 @@ def compute_bound(cfg: RunConfig, batch_u8: np.ndarray, steps: int, device: torc
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, tc, device)
+    optimizer = make_optimizer(model.parameters(), tc, device)
     if tc.compile:
         model.compile()
     model.train()
+    objective, gen = RunObjective(model, cfg).to(device), run_generator(tc.seed, 1, device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp):
-            out = model(x)
-        if tc.amp:
-            out = {k: v.float() for k, v in out.items()}
-        loss = compute_loss(cfg.model.name, out, x, beta=tc.beta, vae_recon=tc.vae_recon)["loss"]
-        loss = loss + penalty(model, cfg.reg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(objective, optimizer, x, x, generator=gen)
 
     first_s, _ = _timed(step, device)
     for _ in range(2):
@@ -278,6 +278,102 @@ def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: 
         out[name] = r
         log(f"train {name}: fit {r['fit_images_per_s']:.0f} img/s, bound {bound['images_per_s']:.0f} img/s")
     return out
+
+
+# ----------------------------------------------------------------------------- stacked runs
+def memory_bandwidth(device: torch.device, mib: int = 256, repeat: int = 3) -> dict[str, Any]:
+    """Bytes/s of a large copy (read + write): numpy on a CPU, a device-to-device copy on CUDA."""
+    n = mib * 2**20
+    if device.type == "cuda":
+        src, dst = torch.empty(n, dtype=torch.uint8, device=device), torch.empty(n, dtype=torch.uint8, device=device)
+        secs = min(_timed(lambda: dst.copy_(src), device)[0] for _ in range(repeat + 1))
+        how = f"torch device-to-device copy of {mib} MiB ({torch.cuda.get_device_name(device)})"
+    else:
+        src, dst = np.ones(n, np.uint8), np.empty(n, np.uint8)
+        secs = min(_timed(lambda: np.copyto(dst, src), device)[0] for _ in range(repeat + 1))
+        how = f"numpy copy of {mib} MiB"
+    return {"bytes_per_s": 2 * n / secs, "how": how + ", fastest of rounds; bytes read + written"}
+
+
+def activation_elements(model: torch.nn.Module, image_size: int) -> int:
+    """Elements of the input and of every layer's output for one image (a forward's activations)."""
+    sizes = [image_size * image_size]
+    hooks = [m.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel()))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, image_size, image_size, device=next(model.parameters()).device))
+    for h in hooks:
+        h.remove()
+    return sum(sizes)
+
+
+def traffic(model: torch.nn.Module, image_size: int, batch_size: int, bandwidth: float) -> dict[str, Any]:
+    """Estimated bytes one training image moves, and the images/s the bandwidth allows.
+
+    Per step and run, with P float32 parameters: the forward and the backward read the weights
+    (4P + 4P), the backward writes the gradient (4P), Adam reads weight, gradient and two moments
+    and writes weight and moments (16P + 12P): 40P bytes, shared by the batch. Per image, each
+    activation is written by the forward and read by the backward, and its gradient written and
+    read: 16 bytes per activation element. A lower bound on the traffic (caches ignored).
+    """
+    p, a = count_parameters(model), activation_elements(model, image_size)
+    per_image = 40 * p / batch_size + 16 * a
+    bound = bandwidth / per_image
+    return {"parameters": p, "activation_elements_per_image": a, "bytes_per_image": per_image,
+            "bound_images_per_s": bound,
+            "arithmetic": f"40 B x {p:,} parameters / {batch_size} images + 16 B x {a:,} activations = "
+                          f"{per_image:,.0f} B per image; {bandwidth / 1e9:,.1f} GB/s / {per_image:,.0f} B = "
+                          f"{bound:,.0f} images/s"}
+
+
+def bench_stacked(images: np.ndarray, models: list[str], gs: list[int], epochs: int, batch_size: int,
+                  device: torch.device, compile_step: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Images/s of G runs trained as one stacked model vs one run at a time, over whole epochs."""
+    size = images.shape[-1]
+    train_u8 = torch.from_numpy(np.ascontiguousarray(images[split_indices(len(images))["train"]])).to(device)
+    n = train_u8.shape[0]
+    bw = memory_bandwidth(device)
+    out: dict[str, Any] = {"n_train": n, "epochs": epochs, "batch_size": batch_size, "gs": gs,
+                           "compile_step": compile_step, "bandwidth": bw, "models": {}}
+    for name in models:
+        base = _run_config(name, size, epochs, batch_size, device)
+        cfgs = [replace(base, reg=RegConfig(kind=KINDS[g % len(KINDS)]),  # the grid's mix of runs
+                        train=replace(base.train, seed=g, noise_train=0.1 if g % 2 else 0.0)) for g in range(max(gs))]
+        one_s, t = _time_epochs(cfgs[:1], train_u8, epochs, device, False, stacked=False)
+        one = n * epochs / one_s
+        t = traffic(t, size, batch_size, bw["bytes_per_s"])
+        r: dict[str, Any] = {"one_at_a_time_images_per_s": one, "traffic": t,
+                             "one_at_a_time_ratio_to_bound": one / t["bound_images_per_s"], "stacked": {}}
+        for g in gs:
+            secs, _ = _time_epochs(cfgs[:g], train_u8, epochs, device, compile_step, stacked=True)
+            ips = g * n * epochs / secs
+            r["stacked"][str(g)] = {"images_per_s": ips, "seconds": secs, "speedup_over_one_at_a_time": ips / one,
+                                    "ratio_to_bound": ips / t["bound_images_per_s"]}
+            log(f"stacked {name}, G={g}: {ips:.0f} img/s ({ips / one:.2f}x one at a time, {one:.0f} img/s)")
+        out["models"][name] = r
+    return out
+
+
+def _time_epochs(cfgs: list[RunConfig], train_u8: torch.Tensor, epochs: int, device: torch.device,
+                 compile_step: bool, stacked: bool) -> tuple[float, torch.nn.Module]:
+    """Seconds of ``epochs`` epochs of ``cfgs`` (as one stack, or the one run by ``train_one_epoch``),
+    after one warm-up step; returns them and the first run's model."""
+    models = []
+    for c in cfgs:
+        set_seed(c.train.seed)
+        models.append(build_model(c.model).to(device))
+    bs = cfgs[0].train.batch_size
+    if stacked:
+        stack = Stack(models, cfgs)
+        if compile_step:
+            stack.compile()
+        opt = make_optimizer(stack.params.values(), cfgs[0].train, device)
+        epoch = lambda e, data=train_u8: train_stack_epoch(stack, opt, data, cfgs, e)  # noqa: E731
+    else:
+        opt = make_optimizer(models[0].parameters(), cfgs[0].train, device)
+        epoch = lambda e, data=train_u8: train_one_epoch(models[0], opt, data, cfgs[0], e)  # noqa: E731
+    epoch(0, train_u8[:bs])  # warm-up (and compilation): one step
+    return _timed(lambda: [epoch(e) for e in range(1, epochs + 1)], device)[0], models[0]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -344,6 +440,16 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         add("batched SSIM / skimage loop", v, ">= 20", v >= 20)
         v = ev["ssim"]["max_abs_diff"]
         add("SSIM max |diff| vs skimage", v, "<= 1e-4", v <= 1e-4)
+    st = r.get("stacked")
+    for name, m in (st or {}).get("models", {}).items():
+        best = max(v["images_per_s"] for v in m["stacked"].values())
+        big_gpu = r["device"].startswith("cuda") and any(k in r["machine"]["device_name"] for k in ("H100", "H200"))
+        add(f"stacked training, best images/s over G, {name} (issue #13)", best, ">= 250,000 on one H100 or H200",
+            best >= 250_000 if big_gpu else None, "" if big_gpu else "only an H100 or H200 can meet or miss it")
+        several = [v["speedup_over_one_at_a_time"] for g, v in m["stacked"].items() if int(g) > 1]
+        if r["device"] == "cpu" and several:
+            add(f"stacked / one at a time on the CPU, worst G > 1, {name} (issue #13)", min(several),
+                ">= 1 (not slower)", min(several) >= 1)
     add("full study on one H100, min", None, "<= 10", None, "not measured by this script (needs a GPU)")
     return rows
 
@@ -384,6 +490,18 @@ def table(r: dict[str, Any]) -> str:
             rows.append((f"{name}:   time outside epochs (setup, checkpoints), s", t["outside_epochs_s"]))
             for v, fp in t["fast_paths"].items():
                 rows.append((f"{name}: bound with {v}, x plain bound", fp["speedup_over_plain_bound"]))
+    st = r.get("stacked")
+    if st:
+        rows.append((f"memory bandwidth, GB/s ({st['bandwidth']['how'].split(',')[0]})",
+                     st["bandwidth"]["bytes_per_s"] / 1e9))
+        for name, m in st["models"].items():
+            rows.append((f"{name}: one run at a time, images/s ({st['n_train']} images x {st['epochs']} epochs)",
+                         m["one_at_a_time_images_per_s"]))
+            for g, v in m["stacked"].items():
+                rows.append((f"{name}:   stacked G={g}, images/s (x one at a time)",
+                             f"{_fmt(v['images_per_s'])} ({v['speedup_over_one_at_a_time']:.2f}x)"))
+            rows.append((f"{name}:   bandwidth bound, images/s; {m['traffic']['arithmetic'].split(';')[0]}",
+                         m["traffic"]["bound_images_per_s"]))
     ev = r.get("eval")
     if ev:
         for k in ("ssim", "psnr"):
@@ -427,7 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds of the bound, batch and metric measurements; the fastest counts")
     p.add_argument("--threads", type=_pos_int, default=None,
                    help="torch intra-op threads (default: torch's choice, one per core)")
-    p.add_argument("--skip", nargs="*", choices=("train", "eval"), default=[], help="sections not to run")
+    p.add_argument("--stacked-g", type=_pos_int, nargs="+", default=None, metavar="G",
+                   help="runs trained as one stacked model (default: 1 8 16 48 on CUDA, 1 2 elsewhere)")
+    p.add_argument("--stacked-epochs", type=_pos_int, default=1, help="epochs timed per stacked measurement")
+    p.add_argument("--stacked-compile", action="store_true",
+                   help="torch.compile(mode='reduce-overhead') the stacked step (CUDA only; opt-in, unmeasured here)")
+    p.add_argument("--skip", nargs="*", choices=("train", "stacked", "eval"), default=[],
+                   help="sections not to run")
     p.add_argument("--work", default=str(DEFAULT_WORK), help="folder for generated files (kept) and temp runs")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results file")
     return p
@@ -449,12 +573,19 @@ def run(args: argparse.Namespace, command: str = "", log: Callable[[str], None] 
     r: dict[str, Any] = {"machine": machine_info(device), "device": str(device),
                          "args": dict(vars(args)), "command": command}
     if args.image_size % 4 or args.image_size < 8:
-        raise UserError(f"--image-size must be a multiple of 4 and >= 8 (the AE halves it twice), got {args.image_size}")
+        raise UserError(f"--image-size must be a multiple of 4 and >= 8 (the AE halves it twice), "
+                        f"got {args.image_size}")
+    if args.stacked_compile and device.type != "cuda" and "stacked" not in args.skip:
+        raise UserError("--stacked-compile is for CUDA (CUDA graphs); on this device leave it off")
     r["data"], images = bench_data(args.n, args.image_size, work, device, args.batch_size, workers,
                                    args.batch_epochs, args.repeat, log)
     if "train" not in args.skip:
         r["train"] = bench_train(images, args.models, args.epochs, args.batch_size, device, args.variants, work,
                                  args.repeat, log)
+    if "stacked" not in args.skip:
+        gs = args.stacked_g or ([1, 8, 16, 48] if device.type == "cuda" else [1, 2])
+        r["stacked"] = bench_stacked(images, args.models, sorted(set(gs)), args.stacked_epochs, args.batch_size,
+                                     device, args.stacked_compile, log)
     if "eval" not in args.skip:
         r["eval"] = bench_eval(images[:args.eval_n or min(args.n, 2000)], device, args.repeat, log)
     r["memory"] = peak_memory(device)

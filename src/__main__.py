@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run folder (default: runs/<model>-<reg>)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.add_argument("--strict", action="store_true", help="a bad image file is an error instead of a skip")
+    t.add_argument("--parallel-runs", type=_pos_int, default=1, metavar="N",
+                   help="train trains one run, so only 1 is accepted; reproduce trains runs together")
 
     e = sub.add_parser("evaluate", help="evaluate a run's best weights on val and test", formatter_class=fmt)
     e.add_argument("run_dir", help="run folder written by train")
@@ -104,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
     r.add_argument("--seeds", type=_pos_int, default=None, metavar="N",
                    help="seeds 0..N-1 per grid cell (default: the preset's)")
+    r.add_argument("--parallel-runs", type=_pos_int, default=None, metavar="N",
+                   help="runs of one model trained together as one stacked model, 1 = one at a time "
+                        "(default: all of a model's on a CUDA GPU; 1 on a CPU, where stacking measured slower)")
     r.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
     r.add_argument("--figures", default=None, help="figure folder (default: Figures, or OUT/Figures for smoke)")
     r.add_argument("--readme", default=None,
@@ -176,6 +181,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .regularization import RegConfig
     from .train import RunConfig, TrainConfig, fit
 
+    if a.parallel_runs != 1:
+        raise UserError(f"train trains one run, so --parallel-runs {a.parallel_runs} has nothing to train together; "
+                        "use: python -m src reproduce --parallel-runs N")
     latent = {} if a.latent is None else ({"vae_latent": a.latent} if a.model == "vae" else {"ae_latent": a.latent})
     data_cfg = DataConfig(root=a.data, image_size=a.image_size, limit=a.limit, strict=a.strict, split=a.split)
     cfg = RunConfig(model=ModelConfig(name=a.model, image_size=a.image_size, **latent),
@@ -231,7 +239,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     smoke = preset.name == "smoke"
     figures = Path(a.figures) if a.figures else (out / "Figures" if smoke else Path("Figures"))
     readme = a.readme if a.readme is not None else ("" if smoke else "README.md")
-    run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
+    run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress,
+             parallel_runs=a.parallel_runs)
     if preset.name.startswith("analysis"):
         from .sweeps import run_analysis
 

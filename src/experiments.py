@@ -33,7 +33,8 @@ from .models import ModelConfig
 from .regularization import KINDS, RegConfig
 from .evaluation import evaluate_run, summarize
 from .results import read_metrics
-from .train import RunConfig, TrainConfig, fit, is_trained, pick_device
+from .stacked import default_parallel_runs, fit_stacked, stack_chunks
+from .train import RunConfig, TrainConfig, TrainingDiverged, fit, is_trained, pick_device
 from .utils import UserError, read_json, save_npz, write_json, write_text
 
 MODEL_NAMES = ("ae", "vae")
@@ -126,9 +127,11 @@ def check_output_dir(out: Path) -> None:
 
 
 def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, device: str = "auto",
-             models: tuple[str, ...] = MODEL_NAMES, progress: bool = True, log=print) -> dict[str, Any]:
+             models: tuple[str, ...] = MODEL_NAMES, progress: bool = True, log=print,
+             parallel_runs: int | None = None) -> dict[str, Any]:
     """Train and evaluate every unfinished run of the grid, then write the summary.
 
+    ``parallel_runs``: runs of one model trained together (see ``run_configs``).
     Returns the summary dict (also in ``out/summary.json``).
     """
     out = Path(out)
@@ -146,26 +149,44 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
         old = _read_json_or_none(out / "grid.json")
         write_json(out / "grid.json", {**info, "started": (old or info)["started"]})
         configs = grid_configs(preset, data_cfg, device, progress, models)
-        todo = run_configs(configs, out, faces.images, _conditions(preset), dev, log)
+        todo = run_configs(configs, out, faces.images, _conditions(preset), dev, log, parallel_runs)
         if not (out / "baselines.json").exists() or todo:
             write_baselines(out, faces, data_cfg)
         return write_summary(out)
 
 
 def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, conditions: list[tuple[str, float]],
-                device: torch.device, log=print) -> list[str]:
+                device: torch.device, log=print, parallel_runs: int | None = None) -> list[str]:
     """Train (resuming) and evaluate every config whose ``out/<name>/metrics.json`` is not readable.
 
+    ``parallel_runs``: how many runs of one model (``stacked.stack_key``) train together as one
+    stacked model; 1 = one at a time with ``fit``, 0 = all, None = ``default_parallel_runs``.
+    A run that diverges is reported and the others go on; the error is raised at the end.
     Returns the names done by this call; finished runs are never redone.
     """
     todo = [name for name in configs if read_metrics(out / name) is None]
     log(f"{len(configs) - len(todo)} of {len(configs)} runs already finished; {len(todo)} to do")
+    untrained = {n: configs[n] for n in todo if not is_trained(out / n, configs[n].train.epochs)}
+    n_parallel = default_parallel_runs(pick_device(device)) if parallel_runs is None else parallel_runs
+    failed: dict[str, TrainingDiverged] = {}
+    if n_parallel != 1:
+        for chunk in stack_chunks(untrained, n_parallel):
+            results = fit_stacked([configs[n] for n in chunk], images, [out / n for n in chunk], resume=True, log=log)
+            failed.update({n: r["error"] for n, r in zip(chunk, results) if r["error"] is not None})
     for i, name in enumerate(todo, 1):
+        if name in failed:
+            continue
         log(f"[{i}/{len(todo)}] {name}")
-        cfg = configs[name]
-        if not is_trained(out / name, cfg.train.epochs):
-            fit(cfg, images, out / name, resume=True, log=log)
+        if name in untrained and n_parallel == 1:
+            try:
+                fit(configs[name], images, out / name, resume=True, log=log)
+            except TrainingDiverged as e:
+                failed[name] = e
+                log(f"{name}: {e}; the other runs go on")
+                continue
         evaluate_run(out / name, images, conditions, device=device)
+    if failed:
+        raise TrainingDiverged("; ".join(f"{name}: {e}" for name, e in failed.items()))
     return todo
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from . import noise
 from .data import to_float
 from .models import build_model
-from .train import (RunConfig, RunObjective, RunState, TrainingDiverged, checkpoint_due, epoch_permutation,
+from .train import (RunConfig, RunObjective, TrainingDiverged, checkpoint_due, epoch_permutation,
                     make_optimizer, pick_device, resident_split, run_generator, start_run, train_step,
                     validation_loss)
 from .utils import UserError, set_seed
@@ -58,7 +58,7 @@ def default_parallel_runs(device: torch.device) -> int:
 
 
 def stack_chunks(configs: dict[str, RunConfig], parallel_runs: int) -> list[list[str]]:
-    """Names grouped by ``stack_key`` (in first-seen order), each group cut in chunks of ``parallel_runs`` (0: whole)."""
+    """Names grouped by ``stack_key`` (in first-seen order), in chunks of ``parallel_runs`` (0: whole groups)."""
     groups: dict[str, list[str]] = {}
     for name, cfg in configs.items():
         groups.setdefault(stack_key(cfg), []).append(name)
@@ -69,25 +69,32 @@ def stack_chunks(configs: dict[str, RunConfig], parallel_runs: int) -> list[list
 class Stack:
     """G ``RunObjective``s as one: each parameter and buffer is stacked along a leading run axis."""
 
-    def __init__(self, objectives: list[RunObjective]) -> None:
-        self.keys = list(objectives[0].model.state_dict())  # one run's state_dict keys, in order
+    def __init__(self, models: list[torch.nn.Module], cfgs: list[RunConfig]) -> None:
+        # the penalty terms any run uses; a run multiplies those it does not use by lambda = 0
+        norms = tuple(k for i, k in enumerate(("l1", "l2")) if any(c.reg.lambdas[i] for c in cfgs))
+        objectives = [RunObjective(m, c, norms).to(next(m.parameters()).device) for m, c in zip(models, cfgs)]
+        self.keys = list(models[0].state_dict())  # one run's state_dict keys, in order
         self.params, self.buffers = stack_module_state(objectives)  # leaves (G, ...), requiring grad
         self.base = copy.deepcopy(objectives[0]).to("meta")  # the definition; its tensors come from the stack
         self.base.train()
+        self.forward = self._forward
 
-    def __len__(self) -> int:
-        return next(iter(self.params.values())).shape[0]
+    def compile(self, mode: str = "reduce-overhead") -> None:
+        """``torch.compile`` the stacked forward, loss and penalty (opt-in; for CUDA, not measured on a CPU)."""
+        self.forward = torch.compile(self._forward, mode=mode)
 
     def __call__(self, x: torch.Tensor, inp: torch.Tensor, generator: None = None,
                  eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x, inp: (G, B, C, S, S); eps: (G, B, latent) for the VAE. Returns parts of shape (G,)."""
         if generator is not None:
             raise ValueError("vmap cannot draw from a generator: pass the stack's eps instead")
+        return self.forward(self.params, self.buffers, x, inp, eps)
 
+    def _forward(self, params, buffers, x, inp, eps):
         def one(params, buffers, x, inp, eps):
             return functional_call(self.base, (params, buffers), (x, inp), {"eps": eps})
 
-        return vmap(one, in_dims=(0, 0, 0, 0, None if eps is None else 0))(self.params, self.buffers, x, inp, eps)
+        return vmap(one, in_dims=(0, 0, 0, 0, None if eps is None else 0))(params, buffers, x, inp, eps)
 
     def run_state(self, g: int) -> dict[str, torch.Tensor]:
         """A private copy of run g's model ``state_dict``."""
@@ -166,6 +173,7 @@ def fit_stacked(cfgs: list[RunConfig], images: np.ndarray, run_dirs: list[str | 
 
     Runs resumed at different epochs are trained as one stack per starting epoch. A run whose loss
     becomes NaN or inf is stopped alone (its last good checkpoint is kept) and the others go on.
+    ``amp`` applies; ``channels_last`` and ``compile`` (one-run fast paths) are ignored.
 
     Returns, per run, fit's result plus "error": the run's ``TrainingDiverged``, or None.
     """
@@ -191,8 +199,7 @@ def fit_stacked(cfgs: list[RunConfig], images: np.ndarray, run_dirs: list[str | 
 def _train_group(group: list[_Member], start: int, train_u8: torch.Tensor, val_u8: torch.Tensor,
                  device: torch.device, log) -> None:
     tc = group[0].cfg.train
-    norms = tuple(k for i, k in enumerate(("l1", "l2")) if any(m.cfg.reg.lambdas[i] for m in group))
-    stack = Stack([RunObjective(m.model, m.cfg, norms).to(device) for m in group])
+    stack = Stack([m.model for m in group], [m.cfg for m in group])
     optimizer = make_optimizer(stack.params.values(), tc, device)
     if start > 1:
         optimizer.load_state_dict(stack_optimizer_states(optimizer, [m.optimizer_state for m in group]))

@@ -15,7 +15,7 @@ from benchmarks import run as bench
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n", "80", "--image-size", "32", "--epochs", "2", "--eval-n", "40", "--workers", "1",
-        "--variants", "amp", "channels_last", "no_fused_adam"]
+        "--variants", "amp", "channels_last", "no_fused_adam", "--stacked-g", "2", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,40 @@ def test_training_section(result):
         assert r["fast_paths"]["amp"]["speedup_over_plain_bound"] > 0
         assert r["fast_paths"]["no_fused_adam"]["compute_bound_images_per_s"] > 0
     assert "channels_last" in t["ae"]["fast_paths"] and "channels_last" not in t["vae"]["fast_paths"]
+
+
+def test_stacked_section_against_one_at_a_time_and_the_bandwidth(result):
+    from src.models import ModelConfig, build_model, count_parameters
+
+    st = result[0]["stacked"]
+    assert st["gs"] == [1, 2] and (st["n_train"], st["epochs"], st["batch_size"]) == (56, 1, 128)
+    bw = st["bandwidth"]["bytes_per_s"]
+    assert bw > 1e8 and "copy" in st["bandwidth"]["how"]  # any machine copies more than 100 MB/s
+    for name in ("ae", "vae"):
+        m = st["models"][name]
+        one, t = m["one_at_a_time_images_per_s"], m["traffic"]
+        assert one > 0 and t["parameters"] == count_parameters(build_model(ModelConfig(name=name, image_size=32)))
+        acts = t["activation_elements_per_image"]
+        assert t["bytes_per_image"] == pytest.approx(40 * t["parameters"] / 128 + 16 * acts)
+        assert acts > 2 * 32 * 32  # at least the input and the reconstruction
+        assert t["bound_images_per_s"] == pytest.approx(bw / t["bytes_per_image"])
+        assert f"{t['parameters']:,} parameters" in t["arithmetic"]
+        assert t["arithmetic"].endswith(f"{t['bound_images_per_s']:,.0f} images/s")
+        assert set(m["stacked"]) == {"1", "2"}
+        for v in m["stacked"].values():
+            assert v["images_per_s"] > 0
+            assert v["speedup_over_one_at_a_time"] == pytest.approx(v["images_per_s"] / one)
+            assert v["ratio_to_bound"] == pytest.approx(v["images_per_s"] / t["bound_images_per_s"])
+    rows = [t for t in result[0]["targets"] if "issue #13" in t["what"]]
+    assert len(rows) == 4 and all(t["met"] is None for t in rows if "250,000" in t["target"])  # no H100 here
+    assert "stacked G=2" in bench.table(result[0])
+
+
+def test_stacked_compile_is_refused_off_cuda(tmp_path, capsys):
+    args = ["--stacked-compile", "--device", "cpu", "--work", str(tmp_path), "--out", str(tmp_path / "r.json")]
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --stacked-compile is for CUDA") and err.count("\n") == 1
 
 
 def test_evaluation_section_agrees_with_skimage(result):

@@ -51,6 +51,31 @@ def test_vae_eval_uses_posterior_mean_and_train_samples():
     assert not torch.equal(m(x, sample=True)["z"], a["mu"])  # the original study's (buggy) evaluation
 
 
+def test_both_models_expose_latent_shape_and_take_a_generator():
+    ae = build_model(ModelConfig(name="ae", image_size=16, ae_latent=3))
+    vae = build_model(ModelConfig(name="vae", image_size=16, vae_hidden=8, vae_latent=5))
+    x = torch.rand(4, 1, 16, 16)
+    assert ae.latent_shape == (3, 4, 4) and vae.latent_shape == (5,)
+    for m in (ae, vae):
+        assert m(x)["z"].shape == (4, *m.latent_shape)
+    # the AE draws nothing: a generator changes nothing
+    assert torch.equal(ae(x, torch.Generator().manual_seed(1))["x_hat"], ae(x)["x_hat"])
+    # the VAE draws eps from the generator it is given, not from torch's global one
+    vae.train()
+    torch.manual_seed(0)
+    a = vae(x, torch.Generator().manual_seed(3))["z"]
+    torch.manual_seed(99)
+    b = vae(x, torch.Generator().manual_seed(3))["z"]
+    assert torch.equal(a, b) and not torch.equal(a, vae(x, torch.Generator().manual_seed(4))["z"])
+    # eps passed in (as the stacked trainer does) is the same draw: z = mu + eps * sigma
+    eps = torch.randn((4, 5), generator=torch.Generator().manual_seed(3))
+    out = vae(x, eps=eps)
+    assert torch.equal(out["z"], a)
+    torch.testing.assert_close(out["z"], out["mu"] + eps * torch.exp(0.5 * out["logvar"]))
+    vae.eval()
+    assert torch.equal(vae(x, torch.Generator().manual_seed(3))["z"], vae(x)["mu"])  # eval: the posterior mean
+
+
 @pytest.mark.parametrize("bad", [{"name": "gan"}, {"image_size": 30}, {"vae_latent": 0}])
 def test_bad_model_config_is_a_user_error(bad):
     with pytest.raises(UserError):
