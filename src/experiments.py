@@ -20,7 +20,7 @@ import io
 import os
 import platform
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,49 +28,13 @@ import numpy as np
 import torch
 
 from .compression import baseline_metrics
+from .config import KINDS, MODEL_NAMES, PRESETS, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
 from .data import DataConfig, FaceSet, load_dataset, resolved, split_indices
-from .models import ModelConfig
-from .regularization import KINDS, RegConfig
 from .evaluation import evaluate_run, summarize
 from .results import read_metrics
 from .stacked import default_parallel_runs, fit_stacked, stack_chunks
-from .train import RunConfig, TrainConfig, TrainingDiverged, fit, is_trained, pick_device
+from .train import TrainingDiverged, fit, is_trained, pick_device
 from .utils import UserError, read_json, save_npz, write_json, write_text
-
-MODEL_NAMES = ("ae", "vae")
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    description: str
-    epochs: int                 # training epochs per run
-    batch_size: int             # images per step
-    image_size: int             # images are resized to this
-    limit: int | None           # images used from the dataset (None = all)
-    sample_size: int            # images generated when the synthetic sample is created
-    seeds: tuple[int, ...]      # one run per seed and grid cell
-    noise_sigma: float = 0.1    # sigma of the noise-trained cells and of the noisy evaluation
-
-
-PRESETS = {
-    "smoke": Preset("smoke", "seconds; for tests and CI: 48 images at 32x32, 2 epochs",
-                    epochs=2, batch_size=16, image_size=32, limit=48, sample_size=2000, seeds=(0,)),
-    "quick": Preset("quick", "the default: 2,000 faces (the generated sample unless data/flickr exists) "
-                    "at 128x128, 20 epochs; about 15 min on a 2-core CPU",
-                    epochs=20, batch_size=128, image_size=128, limit=2000, sample_size=2000, seeds=(0,)),
-    "full": Preset("full", "the original protocol: whole dataset, 200 epochs, batch 128; for a GPU",
-                   epochs=200, batch_size=128, image_size=128, limit=None, sample_size=70000, seeds=(0, 1, 2)),
-    # The analysis presets add noise sweeps and parameter sweeps (src/sweeps.py) to the grid.
-    "analysis": Preset("analysis", "parameter analysis in <= 30 min on 2 idle CPU cores: 1,000 faces at 64x64, "
-                       "12 epochs, batch 64, 3 seeds; sweeps with 1 seed",
-                       epochs=12, batch_size=64, image_size=64, limit=1000, sample_size=2000, seeds=(0, 1, 2)),
-    "analysis-full": Preset("analysis-full", "parameter analysis on the full protocol (whole dataset, 128x128, "
-                            "200 epochs, 3 seeds for grid and sweeps); for a GPU",
-                            epochs=200, batch_size=128, image_size=128, limit=None, sample_size=70000,
-                            seeds=(0, 1, 2)),
-}
-
 
 def run_name(model: str, reg: str, noise_train: float, seed: int) -> str:
     return f"{model}-{reg}-{'clean' if noise_train == 0 else f'noise{noise_train:g}'}-s{seed}"
@@ -87,9 +51,8 @@ def grid_configs(preset: Preset, data: DataConfig, device: str = "auto", progres
                     out[run_name(model, reg, noise_train, seed)] = RunConfig(
                         model=ModelConfig(name=model, image_size=preset.image_size),
                         reg=RegConfig(kind=reg),
-                        train=TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size,
-                                          noise_train=noise_train, seed=seed, device=device,
-                                          progress=progress),
+                        train=replace(preset.train, noise_train=noise_train, seed=seed, device=device,
+                                      progress=progress),
                         data=data)
     return out
 
@@ -136,14 +99,13 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
     """
     out = Path(out)
     check_output_dir(out)
-    data_cfg = DataConfig(root=data_root, image_size=preset.image_size, limit=preset.limit,
-                          sample_size=preset.sample_size)
+    data_cfg = replace(preset.data, root=data_root)
     faces = load_dataset(data_cfg, progress=progress, log=log)  # before the lock: a bad --data writes nothing
     with grid_lock(out):
         data_cfg = resolved(data_cfg, faces)  # the absolute folder + its file-list digest, with every run
         dev = pick_device(device)
         info = grid_info(preset, faces, data_cfg, dev)
-        log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in asdict(preset).items()
+        log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in preset.summary().items()
                                                    if k not in ("name", "description")))
         log(f"dataset: {info['dataset']} ({info['n_images']} images: {info['split_sizes']}); device: {info['device']}")
         old = _read_json_or_none(out / "grid.json")
@@ -208,7 +170,7 @@ def _conditions(preset: Preset) -> list[tuple[str, float]]:
 def grid_info(preset: Preset, faces: FaceSet, data_cfg: DataConfig, device: torch.device) -> dict[str, Any]:
     sizes = {k: len(v) for k, v in split_indices(len(faces.images), data_cfg.split, data_cfg.split_seed).items()}
     dataset = {"real": "Flickr-Faces 70k thumbnails (real)", "sample": "synthetic sample (src.synthetic)"}
-    return {"preset": asdict(preset), "dataset": dataset.get(faces.source, f"image folder {faces.root}"),
+    return {"preset": preset.summary(), "dataset": dataset.get(faces.source, f"image folder {faces.root}"),
             "source": faces.source, "data_root": faces.root, "n_images": len(faces.images),
             "split_sizes": sizes, "device": device_description(device), "torch": torch.__version__,
             "started": dt.datetime.now().isoformat(timespec="seconds")}

@@ -15,32 +15,10 @@ sample=True)`` reproduces that for comparison.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from .utils import UserError
-
-
-@dataclass
-class ModelConfig:
-    name: str = "ae"            # "ae" (ConvAE) or "vae" (LinearVAE)
-    image_size: int = 128       # input height = width, pixels
-    channels: int = 1           # 1 = grayscale
-    ae_hidden: int = 8          # ConvAE channels after the first conv
-    ae_latent: int = 4          # ConvAE bottleneck channels (latent is ae_latent x S/4 x S/4)
-    vae_hidden: int = 512       # LinearVAE hidden units
-    vae_latent: int = 200       # LinearVAE latent dimensions
-
-    def __post_init__(self) -> None:
-        if self.name not in MODELS:
-            raise UserError(f"unknown model {self.name!r}; choose one of {sorted(MODELS)}")
-        if self.image_size % 4 or self.image_size < 8:
-            raise UserError(f"image_size must be a multiple of 4 and >= 8, got {self.image_size}")
-        for field in ("channels", "ae_hidden", "ae_latent", "vae_hidden", "vae_latent"):
-            if getattr(self, field) < 1:
-                raise UserError(f"{field} must be >= 1, got {getattr(self, field)}")
+from .config import ModelConfig
 
 
 class ConvAE(nn.Module):

@@ -11,38 +11,10 @@ decoder-only penalty for the VAE; here both models get the same explicit penalty
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from .utils import UserError
-
-KINDS = ("none", "l1", "l2", "l1+l2")
-SCOPES = ("all", "encoder", "decoder")
-
-
-@dataclass
-class RegConfig:
-    kind: str = "none"          # none | l1 | l2 | l1+l2 (elastic net)
-    l1: float = 1e-5            # lambda_1, used by l1 and l1+l2
-    l2: float = 1e-5            # lambda_2, used by l2 and l1+l2
-    include_bias: bool = False  # also penalize biases
-    scope: str = "all"          # all | encoder | decoder: which part of the model is penalized
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise UserError(f"unknown regularizer {self.kind!r}; choose one of {list(KINDS)}")
-        if self.scope not in SCOPES:
-            raise UserError(f"unknown regularization scope {self.scope!r}; choose one of {list(SCOPES)}")
-        if self.l1 < 0 or self.l2 < 0:
-            raise UserError(f"regularization strengths must be >= 0, got l1={self.l1}, l2={self.l2}")
-
-    @property
-    def lambdas(self) -> tuple[float, float]:
-        """(lambda_1, lambda_2) actually applied for this kind."""
-        return (self.l1 if "l1" in self.kind else 0.0, self.l2 if "l2" in self.kind else 0.0)
-
+from .config import KINDS, SCOPES, RegConfig  # noqa: F401 (KINDS: the names, for callers)
 
 def penalized_parameters(model: nn.Module, cfg: RegConfig) -> list[torch.Tensor]:
     params = []

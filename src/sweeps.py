@@ -27,7 +27,8 @@ from . import metrics as M
 from . import noise
 from .data import DataConfig, load_dataset, resolved, to_float
 from .evaluation import EVAL_BATCH, Condition, evaluate, load_run, summarize
-from .experiments import Preset, grid_configs, grid_lock, run_configs, run_name
+from .config import Preset
+from .experiments import grid_configs, grid_lock, run_configs, run_name
 from .results import (ANALYSIS_PRESETS, NOISE_JSON, NOISE_NPZ, SWEEPS_JSON, finished_runs, noise_sigma,
                       read_grid, read_metrics, read_split, run_data)
 from .train import RunConfig, pick_device

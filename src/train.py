@@ -28,7 +28,7 @@ import io
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -39,84 +39,14 @@ from tqdm import tqdm  # plain tqdm: tqdm.auto warns in notebooks without ipywid
 from . import metrics as M
 from . import noise
 from .checkpoint import load_torch, rng_state, save_torch, set_rng_state
-from .data import DataConfig, split_indices, to_float
+from .config import RESUMABLE, RunConfig, TrainConfig
+from .data import split_indices, to_float
 from .losses import compute_loss
-from .models import ModelConfig, build_model
-from .regularization import RegConfig, penalty
+from .models import build_model
+from .regularization import penalty
 from .utils import UserError, save_npz, set_seed, write_json, write_text
 
 EVAL_BATCH = 500  # validation batch size (evaluation.py uses the same)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 200           # full protocol of the original study
-    batch_size: int = 128       # images per optimizer step
-    lr: float = 1e-3            # Adam learning rate
-    noise_train: float = 0.0    # sigma of Gaussian noise on training inputs (0 = clean; targets stay clean)
-    beta: float = 1.0           # VAE: weight of the KL term
-    vae_recon: str = "bce"      # VAE: reconstruction term, "bce" or "mse" (summed per image)
-    seed: int = 0               # seeds init, shuffling, noise and VAE sampling
-    device: str = "auto"        # auto = cuda, else mps, else cpu
-    progress: bool = True       # tqdm bars
-    amp: bool = False           # bf16 autocast of the training forward pass (evaluation stays float32)
-    channels_last: bool = False  # NHWC memory layout for the model and its inputs (conv models)
-    compile: bool = False       # torch.compile the model (the first epoch pays the compile time)
-    checkpoint_s: float = 60.0  # write last.pt / best.pt at most this often, and after the last epoch; 0 = every epoch
-    fused_adam: bool = True     # Adam's update as one fused kernel per tensor (CPU, CUDA); False = torch's op-by-op loop
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise UserError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise UserError(f"learning rate must be > 0, got {self.lr}")
-        if self.noise_train < 0:
-            raise UserError(f"noise sigma must be >= 0, got {self.noise_train}")
-        if not self.checkpoint_s >= 0:
-            raise UserError(f"checkpoint interval must be >= 0 seconds, got {self.checkpoint_s}")
-        if self.beta < 0:
-            raise UserError(f"beta must be >= 0, got {self.beta}")
-        if self.vae_recon not in ("bce", "mse"):
-            raise UserError(f"vae_recon must be 'bce' or 'mse', got {self.vae_recon!r}")
-
-
-@dataclass
-class RunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    reg: RegConfig = field(default_factory=RegConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        """Inverse of ``to_dict``; unknown sections or keys are errors."""
-        parts = {f.name: f.type for f in fields(cls)}
-        unknown = set(d) - set(parts)
-        if unknown:
-            raise UserError(f"unknown config section(s): {sorted(unknown)}")
-        types = {"model": ModelConfig, "reg": RegConfig, "train": TrainConfig, "data": DataConfig}
-        return cls(**{k: _dataclass_from(types[k], d.get(k, {})) for k in parts})
-
-
-def _dataclass_from(cls: type, d: dict[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise UserError(f"unknown {cls.__name__} key(s): {sorted(unknown)}")
-    d = dict(d)
-    if cls is DataConfig and isinstance(d.get("split"), list):
-        d["split"] = tuple(d["split"])  # JSON has no tuples
-    return cls(**d)
-
-
-# Settings that may differ between an interrupted run and its resumption.
-_RESUMABLE = {("train", "epochs"), ("train", "device"), ("train", "progress"), ("train", "channels_last"),
-              ("train", "compile"), ("train", "checkpoint_s"), ("train", "fused_adam")}  # speed, not the objective
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -266,7 +196,7 @@ def validation_loss(model: torch.nn.Module, data: torch.Tensor, cfg: RunConfig) 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg = RunConfig.from_dict(cfg).to_dict()  # fills settings added after the checkpoint was written
-    return {s: {k: v for k, v in sec.items() if (s, k) not in _RESUMABLE} for s, sec in cfg.items()}
+    return {s: {k: v for k, v in sec.items() if (s, k) not in RESUMABLE} for s, sec in cfg.items()}
 
 
 @dataclass

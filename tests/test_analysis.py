@@ -11,6 +11,7 @@ from src import stats as S
 from src import sweeps as SW
 from src.report import readme as RM
 from src.report import tables as T
+from src.config import preset as make_preset
 from src.results import aggregate
 from src.utils import save_npz, write_json
 
@@ -297,7 +298,6 @@ def test_noise_sweep_conditions_put_the_grid_sigma_at_the_grid_index():
 def tiny(tmp_path_factory):
     """Three AE cells of a 1-epoch grid on 48 faces at 32x32 (a whole grid would cost 16 runs),
     then the noise sweep and a 3-point sweep plan through ``run_analysis``."""
-    from dataclasses import asdict
 
     import src.experiments as E
     from src.data import DataConfig, load_dataset
@@ -305,7 +305,7 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("analysis")
     write_sample(root / "faces", n=60, seed=0, progress=False)
-    preset = E.Preset("tiny", "tests", epochs=1, batch_size=16, image_size=32, limit=48, sample_size=2000, seeds=(0,))
+    preset = make_preset("tiny", "tests", epochs=1, batch_size=16, image_size=32, limit=48, sample_size=2000, seeds=(0,))
     plan = SW.SweepPlan(lambdas=(("ae", "l1", (1e-5, 1e-3)),), vae_latent=(), vae_beta=(), ae_latent=(2,))
     quiet = lambda s: None  # noqa: E731
     data = DataConfig(root=str(root / "faces"), image_size=32, limit=48, sample_size=2000)
@@ -313,7 +313,7 @@ def tiny(tmp_path_factory):
     grid = E.grid_configs(preset, data, "cpu", False, models=("ae",))
     cells = {k: grid[k] for k in ("ae-none-clean-s0", "ae-none-noise0.1-s0", "ae-l1-clean-s0")}
     E.run_configs(cells, root / "runs", faces.images, [("clean", 0.0), ("gaussian", 0.1)], "cpu", quiet)
-    write_json(root / "runs" / "grid.json", {"preset": asdict(preset), "source": "sample", "dataset": "sample"})
+    write_json(root / "runs" / "grid.json", {"preset": preset.summary(), "source": "sample", "dataset": "sample"})
     E.write_summary(root / "runs")
     SW.run_analysis(preset, root / "runs", data_root=str(root / "faces"), device="cpu", progress=False, log=quiet,
                    plan=plan)
@@ -409,7 +409,7 @@ def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch):
     from src.synthetic import write_sample
 
     write_sample(tmp_path / "faces", n=60, seed=0, progress=False)
-    monkeypatch.setitem(E.PRESETS, "analysis", E.Preset("analysis", "tiny", epochs=1, batch_size=16, image_size=32,
+    monkeypatch.setitem(E.PRESETS, "analysis", make_preset("analysis", "tiny", epochs=1, batch_size=16, image_size=32,
                                                          limit=48, sample_size=2000, seeds=(0, 1)))
     monkeypatch.setitem(SW.SWEEP_PLANS, "analysis", SW.SweepPlan(
         lambdas=(("vae", "l2", (1e-5, 1.0)),), vae_latent=(8,), vae_beta=(2.0,), ae_latent=(2,)))
