@@ -54,7 +54,7 @@ import torch
 from PIL import Image
 
 from src import metrics as M
-from src import synthetic
+from src import sample
 from src.data import DataConfig, load_images, split_indices, to_float
 from src.models import ModelConfig, build_model, count_parameters
 from src.regularization import KINDS, RegConfig
@@ -147,7 +147,7 @@ def bench_data(n: int, size: int, work: Path, device: torch.device, batch_size: 
     """Decode (cold, cached) and the per-epoch batch pipelines; returns (results, images)."""
     root = work / f"faces-{n}-{size}px"
     t0 = time.perf_counter()
-    files = synthetic.write_sample(root, n=n, seed=0, size=size, progress=False)  # kept between runs
+    files = sample.write_sample(root, n=n, seed=0, size=size, progress=False)  # kept between runs
     gen_s = time.perf_counter() - t0
     log(f"data: {n} generated PNG files in {root} ({gen_s:.1f} s to make or check)")
 

@@ -2,24 +2,40 @@
 
 Commands:
   data sample     write the procedural face sample (the embedded default dataset)
+  data stats      image statistics of any folder, next to face photographs' (PCA, JPEG bpp, spectrum)
   data download   fetch the Kaggle Flickr-Faces thumbnails (needs kagglehub + credentials)
-  train           train one model
+  train           train one model (every config field is a flag)
   evaluate        write RUN_DIR/metrics.json (val/test x clean/noisy)
-  reproduce       the whole study: grid, summary, figures, tables, README section
+  reproduce       the whole study: grid, rate-distortion, report in OUT (README only with --publish)
   report          figures and tables again from stored results, without training
   analyze         noise sweep of a finished grid (evaluation only), its figures and claim verdicts
   rd              rate-distortion curves (real bytes) of a finished grid vs PCA, JPEG, WebP, JPEG 2000
+  export          a weight-free results bundle of a grid (folder or .tar.gz)
+
+torch is imported only by the commands that need it, so ``--help`` and argument errors are instant.
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import os
+import re
 import sys
+import time
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 from .utils import UserError
+
+EXAMPLES = """examples:
+  python -m src reproduce                         the quick preview on the embedded faces (CPU is fine)
+  python -m src reproduce --preset full --device cuda
+  python -m src train --model vae --reg l2 --noise-train 0.1 --epochs 200 --out runs/my-vae
+  python -m src report runs/quick --publish       README.md + Figures/ from stored results
+  python -m src data stats data/flickr            how a folder's images compare with face photographs
+"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,124 +46,216 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _nonneg_float(s: str) -> float:
-    v = float(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return v
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Adds "(default: X)" once, and only where there is a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" not in text and action.default not in (None, False, [], argparse.SUPPRESS) \
+                and action.option_strings and not isinstance(action, argparse.BooleanOptionalAction):
+            text += " (default: %(default)s)"
+        return text
 
 
-def _pos_int(s: str) -> int:
+def positive_int(s: str) -> int:
     v = int(s)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
     return v
 
 
-def _fractions(s: str) -> tuple[float, ...]:
+def nonneg_float(s: str) -> float:
+    v = float(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
+def fractions(s: str) -> tuple[float, ...]:
     try:
         return tuple(float(f) for f in s.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected fractions like 0.7,0.1,0.2, got {s}") from None
 
 
+positive_int.__name__ = "positive integer"  # argparse names the type in "invalid ... value" errors
+nonneg_float.__name__ = "number"
+fractions.__name__ = "fractions"
+
+
+# ---------------------------------------------------------------- flags from the config dataclasses
+
+FLAG_NAMES = {("model", "name"): "--model", ("reg", "kind"): "--reg", ("data", "root"): "--data"}
+NOT_FLAGS = {("model", "image_size"), ("data", "n_images"), ("data", "files_sha256")}  # set from other flags / data
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's trailing comment in the dataclass's source: the one description of a setting."""
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+):[^=]+=.*?#\s*(.+)$", line)
+        if m:
+            out[m[1]] = m[2].replace("%", "%%")
+    return out
+
+
+def _flag_type(annotation: str, default):
+    if isinstance(default, tuple):
+        return fractions
+    for name, t in (("int", int), ("float", float)):
+        if re.search(rf"\b{name}\b", annotation):
+            return t
+    return str
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of ModelConfig, RegConfig, TrainConfig and DataConfig, defaults from the
+    dataclasses; ``--image-size`` sets the model's and the data's together."""
+    from .config import KINDS, MODEL_NAMES, SCOPES, SECTIONS
+
+    choices = {("model", "name"): MODEL_NAMES, ("reg", "kind"): KINDS, ("reg", "scope"): SCOPES,
+               ("train", "vae_recon"): ("bce", "mse")}
+    for section, cls in SECTIONS.items():
+        group = p.add_argument_group(f"{section} ({cls.__name__})")
+        helps = field_help(cls)
+        for f in fields(cls):
+            if (section, f.name) in NOT_FLAGS:
+                continue
+            flag = FLAG_NAMES.get((section, f.name), "--" + f.name.replace("_", "-"))
+            default = f.default
+            kw = {"dest": f"{section}.{f.name}", "default": default, "help": helps.get(f.name, "")}
+            if isinstance(default, bool):
+                kw["action"] = argparse.BooleanOptionalAction
+            else:
+                kw["type"], kw["metavar"] = _flag_type(str(f.type), default), f.name.upper()
+                if (section, f.name) in choices:
+                    kw["choices"] = choices[(section, f.name)]
+            group.add_argument(flag, **kw)
+
+
+def config_from_flags(a: argparse.Namespace):
+    """The RunConfig the flags describe (the dataclasses validate it: a bad value is one line)."""
+    from .config import SECTIONS, RunConfig
+
+    values = {s: {} for s in SECTIONS}
+    for key, v in vars(a).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            values[section][name] = v
+    values["model"]["image_size"] = values["data"]["image_size"]
+    try:
+        return RunConfig(**{s: cls(**values[s]) for s, cls in SECTIONS.items()})
+    except UserError as e:  # "epochs must be >= 1" -> "--epochs must be >= 1": name the flag the user typed
+        name = str(e).split(" ", 1)[0]
+        flags = {f.name: FLAG_NAMES.get((s, f.name), "--" + f.name.replace("_", "-"))
+                 for s, cls in SECTIONS.items() for f in fields(cls)}
+        raise UserError(flags[name] + str(e)[len(name):] if name in flags else str(e)) from None
+
+
+# ---------------------------------------------------------------- the parser
+
 def build_parser() -> argparse.ArgumentParser:
-    from .compression import CODERS
-    from .experiments import MODEL_NAMES, PRESETS
-    from .rd import RD_PRESETS
-    from .regularization import KINDS
+    from .config import LATENT_CODERS, PRESETS, RD_PRESETS
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = Parser(prog="python -m src", description="AE / VAE face compression study.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = Parser(prog="python -m src", description="AE / VAE face compression study.", epilog=EXAMPLES,
+               formatter_class=Formatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
-    data = sub.add_parser("data", help="make or fetch datasets")
-    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
-    s = dsub.add_parser("sample", help="write the procedural face sample as PNG files", formatter_class=fmt)
-    s.add_argument("--n", type=_pos_int, default=2000, help="number of faces")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=Formatter)
+
+    data = command("data", "make, measure or fetch datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="WHAT")
+    s = dsub.add_parser("sample", help="write the procedural face sample as PNG files", formatter_class=Formatter)
+    s.add_argument("--n", type=positive_int, default=2000, help="number of faces")
     s.add_argument("--out", default="data/sample", help="output folder")
     s.add_argument("--seed", type=int, default=0, help="generator seed")
-    s.add_argument("--size", type=_pos_int, default=128, help="image side, pixels")
-    d = dsub.add_parser("download", help="download the Kaggle dataset with kagglehub", formatter_class=fmt)
-    d.add_argument("--out", default="data/flickr", help="where the images are linked or copied")
+    s.add_argument("--size", type=positive_int, default=128, help="image side, pixels")
+    s.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes rendering faces")
+    st = dsub.add_parser("stats", help="image statistics of a folder, next to face photographs'",
+                         formatter_class=Formatter)
+    st.add_argument("dir", help="image folder (any layout; read through the project's loader at 128x128)")
+    st.add_argument("--n", type=positive_int, default=None, help="use the first N images (sorted; default: all)")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d = dsub.add_parser("download", help="download the Kaggle dataset with kagglehub", formatter_class=Formatter)
+    d.add_argument("--out", default="data/flickr", help="where the images are linked")
 
-    t = sub.add_parser("train", help="train one model", formatter_class=fmt)
-    t.add_argument("--model", choices=MODEL_NAMES, default="ae", help="which model")
-    t.add_argument("--reg", choices=KINDS, default="none", help="weight regularization")
-    t.add_argument("--l1", type=_nonneg_float, default=1e-5, help="lambda_1")
-    t.add_argument("--l2", type=_nonneg_float, default=1e-5, help="lambda_2")
-    t.add_argument("--noise-train", type=_nonneg_float, default=0.0, metavar="SIGMA",
-                   help="Gaussian noise sigma on training inputs (denoising training)")
-    t.add_argument("--epochs", type=_pos_int, default=200, help="training epochs")
-    t.add_argument("--batch-size", type=_pos_int, default=128, help="batch size")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    t.add_argument("--beta", type=_nonneg_float, default=1.0, help="VAE KL weight")
-    t.add_argument("--latent", type=_pos_int, default=None, help="VAE latent dims (200) or AE bottleneck channels (4)")
-    t.add_argument("--seed", type=int, default=0, help="random seed")
-    t.add_argument("--limit", type=_pos_int, default=None, help="use only the first N images")
-    t.add_argument("--image-size", type=_pos_int, default=128, help="images are resized to this")
-    t.add_argument("--split", type=_fractions, default=(0.7, 0.1, 0.2), metavar="TRAIN,VAL,TEST",
-                   help="split fractions, summing to 1")
-    _common(t)
-    t.add_argument("--out", default=None, help="run folder (default: runs/<model>-<reg>)")
+    t = command("train", "train one model; every field of the config dataclasses is a flag")
+    t.add_argument("--out", default=None, help="run folder (default: runs/<model>-<reg>[-noise<sigma>])")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    t.add_argument("--strict", action="store_true", help="a bad image file is an error instead of a skip")
-    t.add_argument("--parallel-runs", type=_pos_int, default=1, metavar="N",
-                   help="train trains one run, so only 1 is accepted; reproduce trains runs together")
+    t.add_argument("--parallel-runs", type=positive_int, default=1, metavar="N",
+                   help="1 only: train trains one run (reproduce trains several together)")
+    add_config_flags(t)
 
-    e = sub.add_parser("evaluate", help="evaluate a run's best weights on val and test", formatter_class=fmt)
+    e = command("evaluate", "evaluate a run's best weights on val and test (its stored split)")
     e.add_argument("run_dir", help="run folder written by train")
-    e.add_argument("--noise", type=_nonneg_float, default=0.1, help="sigma of the noisy-input condition")
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument("--noise", type=nonneg_float, default=0.1, help="sigma of the noisy-input condition")
+    _device_progress(e)
 
-    r = sub.add_parser("reproduce", help="run the whole study, then the report", formatter_class=fmt)
+    r = command("reproduce", "the whole study: grid, rate-distortion, report into OUT (README only with --publish)")
     r.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="size of the study")
-    _common(r)
-    r.add_argument("--seeds", type=_pos_int, default=None, metavar="N",
+    r.add_argument("--data", default=None, help="image folder (default: data/flickr if present, else the "
+                                                "generated data/sample)")
+    r.add_argument("--seeds", type=positive_int, default=None, metavar="N",
                    help="seeds 0..N-1 per grid cell (default: the preset's)")
-    r.add_argument("--parallel-runs", type=_pos_int, default=None, metavar="N",
-                   help="runs of one model trained together as one stacked model, 1 = one at a time "
-                        "(default: all of a model's on a CUDA GPU; 1 on a CPU, where stacking measured slower)")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="change a training or data setting of every run, e.g. --set train.lr=3e-4 (repeatable)")
+    r.add_argument("--parallel-runs", type=int, default=None, metavar="N",
+                   help="runs of one model trained together as one stacked model; 1 = one at a time, 0 = all "
+                        "(default: all on a CUDA GPU; 1 on a CPU, where stacking measured slower)")
+    r.add_argument("--rd-sweep", choices=sorted(RD_PRESETS), default=None,
+                   help="rate-distortion sweep (default: the preset's own; none for the analysis presets)")
     r.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
-    r.add_argument("--figures", default=None, help="figure folder (default: Figures, or OUT/Figures for smoke)")
-    r.add_argument("--readme", default=None,
-                   help="README whose results section is replaced (default: README.md, none for smoke)")
+    _publish(r)
+    _device_progress(r)
 
-    rd = sub.add_parser("rd", help="rate-distortion JSON (real bytes) from a finished grid", formatter_class=fmt)
+    rd = command("rd", "rate-distortion JSON (real bytes) from a finished grid")
     rd.add_argument("runs_dir", help="output folder of reproduce")
     rd.add_argument("--sweep", choices=sorted(RD_PRESETS), default=None,
                     help="size of the sweep (default: the grid's preset)")
-    rd.add_argument("--coder", choices=("auto", *CODERS), default="auto", help="lossless coder of the latents")
-    rd.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    rd.add_argument("--coder", choices=("auto", *LATENT_CODERS), default="auto", help="lossless coder of the latents")
+    _device_progress(rd)
 
-    an = sub.add_parser("analyze", help="noise sweep of a finished grid, its figures, tables and claim verdicts",
-                        formatter_class=fmt)
+    an = command("analyze", "noise sweep of a finished grid, its figures, tables and claim verdicts")
     an.add_argument("runs_dir", help="output folder of reproduce")
-    an.add_argument("--figures", default="Figures", help="figures go to FIGURES/<preset>/")
-    an.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    an.add_argument("--figures", default=None, help="figures go to FIGURES/<preset>/ (default: RUNS_DIR/Figures)")
+    _device_progress(an)
 
-    rp = sub.add_parser("report", help="figures and tables from stored results only", formatter_class=fmt)
-    rp.add_argument("runs_dir", help="output folder of reproduce")
-    rp.add_argument("--figures", default="Figures", help="figure folder")
-    rp.add_argument("--readme", default="README.md", help="README to update ('' = none)")
+    rp = command("report", "figures and tables from stored results only (RUNS_DIR/REPORT.md, RUNS_DIR/Figures)")
+    rp.add_argument("runs_dir", help="output folder of reproduce, or an exported bundle")
+    _publish(rp)
+
+    ex = command("export", "write a weight-free results bundle of a grid (a folder, or a .tar.gz)")
+    ex.add_argument("runs_dir", help="output folder of reproduce")
+    ex.add_argument("dest", help="ARCHIVE.tar.gz, or a new folder such as results/full-synthetic")
     return p
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None,
-                   help="image folder (default: data/flickr if present, else the generated data/sample)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+def _device_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _publish(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--publish", action="store_true",
+                   help="also write Figures/ and the README's generated sections (the repository's published results)")
+    p.add_argument("--figures", default=None, help="figure folder (default: RUNS/Figures; Figures with --publish)")
+    p.add_argument("--readme", default=None, help="README to update (default: none; README.md with --publish)")
+
+
+# ---------------------------------------------------------------- commands
+
 def cmd_data(a: argparse.Namespace) -> int:
     if a.data_command == "sample":
-        from .synthetic import write_sample
+        from .sample import write_sample
 
-        paths = write_sample(a.out, n=a.n, seed=a.seed, size=a.size)
+        paths = write_sample(a.out, n=a.n, seed=a.seed, size=a.size, workers=a.workers)
         print(f"{len(paths)} faces in {a.out}")
         return 0
+    if a.data_command == "stats":
+        from .imagestats import stats_command
+
+        return stats_command(a.dir, a.n, a.json)
     return download(Path(a.out))
 
 
@@ -176,25 +284,18 @@ def download(out: Path) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .data import DataConfig, load_dataset, resolved
-    from .models import ModelConfig
-    from .regularization import RegConfig
-    from .train import RunConfig, TrainConfig, fit
-
     if a.parallel_runs != 1:
         raise UserError(f"train trains one run, so --parallel-runs {a.parallel_runs} has nothing to train together; "
                         "use: python -m src reproduce --parallel-runs N")
-    latent = {} if a.latent is None else ({"vae_latent": a.latent} if a.model == "vae" else {"ae_latent": a.latent})
-    data_cfg = DataConfig(root=a.data, image_size=a.image_size, limit=a.limit, strict=a.strict, split=a.split)
-    cfg = RunConfig(model=ModelConfig(name=a.model, image_size=a.image_size, **latent),
-                    reg=RegConfig(kind=a.reg, l1=a.l1, l2=a.l2),
-                    train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, beta=a.beta,
-                                      noise_train=a.noise_train, seed=a.seed, device=a.device,
-                                      progress=not a.no_progress),
-                    data=data_cfg)
-    out = Path(a.out or f"runs/{a.model}-{a.reg}" + (f"-noise{a.noise_train:g}" if a.noise_train else ""))
-    _check_out(out)
-    faces = load_dataset(data_cfg, progress=not a.no_progress)
+    cfg = config_from_flags(a)  # a bad value fails here, before torch is imported
+
+    from .data import load_dataset, resolved
+    from .experiments import check_output_dir
+    from .train import fit
+    noise = f"-noise{cfg.train.noise_train:g}" if cfg.train.noise_train else ""
+    out = Path(a.out or f"runs/{cfg.model.name}-{cfg.reg.kind}{noise}")
+    check_output_dir(out)
+    faces = load_dataset(cfg.data, progress=cfg.train.progress)
     cfg.data = resolved(cfg.data, faces)  # absolute root + file-list digest, checked by every later load
     result = fit(cfg, faces.images, out, resume=a.resume)
     print(f"trained {out}: best epoch {result['best_epoch']} (val loss {result['best_val']:.5g}); "
@@ -202,16 +303,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _check_out(out: Path) -> None:
-    from .experiments import check_output_dir
-
-    check_output_dir(out)
-
-
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .config import RunConfig
     from .data import load_dataset
     from .evaluation import evaluate_run
-    from .train import RunConfig, pick_device
+    from .train import pick_device
     from .utils import read_json
 
     run_dir = Path(a.run_dir)
@@ -223,31 +319,57 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     for split in ("val", "test"):
         for cond, v in m[split].items():
             print(f"{split:4s} {cond:15s} MSE {v['mse']:.5f}  PSNR {v['psnr']:.2f} dB  SSIM {v['ssim']:.4f}")
-    print(f"wrote {run_dir / 'metrics.json'}")
+    print(f"{m['convergence']['why']}; wrote {run_dir / 'metrics.json'}")
     return 0
 
 
-def cmd_reproduce(a: argparse.Namespace) -> int:
-    from .experiments import PRESETS, run_grid
+def _outputs(a: argparse.Namespace, out: Path) -> tuple[Path, str | None]:
+    """(figure folder, README or None): the run folder's own unless publishing."""
+    figures = Path(a.figures) if a.figures else (Path("Figures") if a.publish else out / "Figures")
+    readme = a.readme if a.readme is not None else ("README.md" if a.publish else None)
+    return figures, readme or None
 
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .config import PRESETS, set_fields
+
+    t0 = time.perf_counter()
     preset = PRESETS[a.preset]
     if a.seeds is not None:
-        from dataclasses import replace
-
         preset = replace(preset, seeds=tuple(range(a.seeds)))
+    preset = set_fields(preset, a.set)
+    if a.parallel_runs is not None and a.parallel_runs < 0:
+        raise UserError(f"--parallel-runs must be >= 0 (0 = all runs of a model together), got {a.parallel_runs}")
     out = Path(a.out or f"runs/{preset.name}")
-    smoke = preset.name == "smoke"
-    figures = Path(a.figures) if a.figures else (out / "Figures" if smoke else Path("Figures"))
-    readme = a.readme if a.readme is not None else ("" if smoke else "README.md")
-    run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress,
-             parallel_runs=a.parallel_runs)
+    figures, readme = _outputs(a, out)
+
+    from . import distributed
+    from .experiments import run_grid
+
+    summary = run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress,
+                       parallel_runs=a.parallel_runs)
+    if not distributed.is_main():  # under torchrun, rank 0 alone computes the curves and writes the report
+        return 0
     if preset.name.startswith("analysis"):
         from .sweeps import run_analysis
 
         run_analysis(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
     else:  # the analysis report has no rate-distortion section: its CPU budget goes to the sweeps
-        _rd(out, preset.name, "auto", a.device, force=False)  # a finished grid with current curves: nothing to do
-    return _report(out, figures, readme)
+        _rd(out, a.rd_sweep or preset.name, "auto", a.device, force=False)  # current curves: nothing to do
+    _report(out, figures, readme)
+    runs = summary["runs"]
+    converged = sum(bool((r.get("convergence") or {}).get("converged")) for r in runs)
+    published = f"; published to {readme} and {figures}" if readme else ""
+    print(f"reproduce: {len(runs)} runs ({converged} converged) in {_duration(time.perf_counter() - t0)}; results in "
+          f"{out}/REPORT.md and {figures}{published}; next: python -m src report {out} --publish")
+    return 0
+
+
+def _duration(s: float) -> str:
+    m, s = divmod(round(s), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
 
 
 def cmd_rd(a: argparse.Namespace) -> int:
@@ -261,7 +383,8 @@ def cmd_rd(a: argparse.Namespace) -> int:
 def _rd(out: Path, preset: str, coder: str, device: str, force: bool = True) -> None:
     from dataclasses import replace
 
-    from .rd import RD_PRESETS, RDConfig, run_rd
+    from .config import RD_PRESETS, RDConfig
+    from .rd import run_rd
     from .train import pick_device
 
     index = run_rd(out, replace(RD_PRESETS.get(preset, RDConfig()), coder=coder), device=pick_device(device),
@@ -280,33 +403,45 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     noise_sweep(runs_dir, pick_device(a.device))
     write_figure_data(runs_dir)
     check_claims(runs_dir)
-    written = analysis_report(runs_dir, Path(a.figures), readme=None, grid_figures=False)
+    written = analysis_report(runs_dir, Path(a.figures) if a.figures else runs_dir / "Figures", readme=None,
+                              grid_figures=False)
     print(f"analyze: {len(written)} files written; tables and verdicts in {runs_dir / 'analysis.md'}")
     return 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    return _report(Path(a.runs_dir), Path(a.figures), a.readme)
+    out = Path(a.runs_dir)
+    figures, readme = _outputs(a, out)
+    return _report(out, figures, readme)
 
 
-def _report(out: Path, figures: Path, readme: str) -> int:
+def _report(out: Path, figures: Path, readme: str | None) -> int:
     from .claims import check_claims
     from .figdata import write_figure_data
     from .report import report
     from .results import is_analysis, load_summary
 
     summary = load_summary(out)
-    write_figure_data(out, summary)  # the shown images, from the weights; the report itself reads the store only
+    write_figure_data(out, summary)  # the shown images, from the weights (kept as is in a weight-free bundle)
     if is_analysis(summary):
         check_claims(out, summary)  # its verdicts and paired tables, read by the analysis report
     written = report(out, figures, Path(readme) if readme else None)
-    print(f"report: {len(written)} files written under {figures}" + (f"; {readme} updated" if readme else ""))
+    print(f"report: {len(written)} files written under {figures} and {out / 'REPORT.md'}"
+          + (f"; {readme} updated" if readme else ""))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export
+
+    files = export(a.runs_dir, a.dest)
+    print(f"export: {len(files)} files (no weights) in {a.dest}")
     return 0
 
 
 _IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "rd": cmd_rd,
+COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "rd": cmd_rd, "export": cmd_export,
             "reproduce": cmd_reproduce, "report": cmd_report, "analyze": cmd_analyze}
 
 

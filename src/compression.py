@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, features
 
+from .config import LATENT_CODERS
 from .data import to_float
 from .metrics import all_metrics
 from .utils import UserError
@@ -144,7 +145,7 @@ def dequantize(qz: Quantized) -> np.ndarray:
 
 # ---------------------------------------------------------------- lossless coding of the symbols
 
-CODERS = ("packed", "zlib", "lzma")
+CODERS = LATENT_CODERS
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 1 << 16}]  # small dict: latents are small
 
 

@@ -83,13 +83,13 @@ class TrainConfig:
         if self.epochs < 1:
             raise UserError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
-            raise UserError(f"learning rate must be > 0, got {self.lr}")
+            raise UserError(f"lr (learning rate) must be > 0, got {self.lr}")
         if self.noise_train < 0:
-            raise UserError(f"noise sigma must be >= 0, got {self.noise_train}")
+            raise UserError(f"noise_train (input noise sigma) must be >= 0, got {self.noise_train}")
         if not self.checkpoint_s >= 0:
-            raise UserError(f"checkpoint interval must be >= 0 seconds, got {self.checkpoint_s}")
+            raise UserError(f"checkpoint_s must be >= 0 seconds, got {self.checkpoint_s}")
         if self.beta < 0:
             raise UserError(f"beta must be >= 0, got {self.beta}")
         if self.vae_recon not in ("bce", "mse"):
@@ -183,6 +183,31 @@ PRESETS = {
                             seeds=(0, 1, 2)),
 }
 
+# ---------------------------------------------------------------- rate-distortion (src/rd.py)
+
+LATENT_CODERS = ("packed", "zlib", "lzma")  # lossless coders of quantized latents (src/compression.py)
+
+@dataclass(frozen=True)
+class RDConfig:
+    bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12, 16)            # latent bits per value (AE, VAE, PCA)
+    pca_k: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 200, 400, 800)   # PCA components (capped by the train size)
+    jpeg: tuple[int, ...] = (1, 5, 10, 20, 30, 50, 70, 90)            # JPEG quality
+    webp: tuple[int, ...] = (0, 5, 10, 20, 40, 60, 80, 95)            # WebP quality
+    jpeg2000: tuple[float, ...] = (160, 100, 64, 40, 25, 16, 10, 6, 4)  # JPEG 2000 compression ratio
+    coder: str = "auto"                     # latent coder: one of LATENT_CODERS or auto (the shortest)
+    ae_latents: tuple[int, ...] = ()        # extra AE bottleneck channel counts (trained on first use)
+    vae_latents: tuple[int, ...] = ()       # extra VAE latent sizes (trained on first use)
+    max_images: int | None = None           # test images used (first N of the test split; None = all)
+
+
+RD_PRESETS = {
+    "smoke": RDConfig(bits=(4, 8), pca_k=(4, 8), jpeg=(20, 80), webp=(20, 80), jpeg2000=(16, 4)),
+    "quick": RDConfig(vae_latents=(32,), ae_latents=(1,)),
+    "full": RDConfig(vae_latents=(16, 32, 64, 128, 512), ae_latents=(1, 2, 8), max_images=2000),
+    "gpu": RDConfig(max_images=2000),  # full's sweep without the extra trainings (benchmarks/gpu_full.sh)
+}
+
+
 SECTIONS = {"model": ModelConfig, "reg": RegConfig, "train": TrainConfig, "data": DataConfig}
 
 
@@ -192,10 +217,11 @@ def set_fields(cfg: Any, assignments: list[str]) -> Any:
     for a in assignments:
         key, sep, raw = a.partition("=")
         section, _, name = key.partition(".")
-        cls = SECTIONS.get(section)
+        cls = SECTIONS.get(section) if hasattr(cfg, section) else None
         if not sep or cls is None or name not in {f.name for f in fields(cls)}:
-            raise UserError(f"--set {a!r}: expected SECTION.FIELD=VALUE with SECTION in {list(SECTIONS)} and "
-                            f"FIELD one of its fields (see python -m src train --help)")
+            have = [s for s in SECTIONS if hasattr(cfg, s)]
+            raise UserError(f"--set {a!r}: expected SECTION.FIELD=VALUE with SECTION in {have} and FIELD one of "
+                            "its fields (the flags of: python -m src train --help)")
         sub = getattr(cfg, section)
         cfg = replace(cfg, **{section: replace(sub, **{name: parse_value(raw, getattr(sub, name), key)})})
     return cfg

@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from . import compression as C
+from .config import RD_PRESETS, RDConfig  # noqa: F401 (RD_PRESETS: the named sweeps, for callers)
 from .data import to_float
 from .evaluation import EVAL_BATCH, load_run
 from .experiments import train_latent_variant
@@ -43,24 +44,6 @@ from .utils import UserError, write_json
 REFERENCE_BITS = 8  # the b at which the main tables quote coded bytes per image
 
 
-@dataclass(frozen=True)
-class RDConfig:
-    bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12, 16)            # latent bits per value (AE, VAE, PCA)
-    pca_k: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 200, 400, 800)   # PCA components (capped by the train size)
-    jpeg: tuple[int, ...] = (1, 5, 10, 20, 30, 50, 70, 90)            # JPEG quality
-    webp: tuple[int, ...] = (0, 5, 10, 20, 40, 60, 80, 95)            # WebP quality
-    jpeg2000: tuple[float, ...] = (160, 100, 64, 40, 25, 16, 10, 6, 4)  # JPEG 2000 compression ratio
-    coder: str = "auto"                     # latent coder: packed, zlib, lzma or auto (shortest)
-    ae_latents: tuple[int, ...] = ()        # extra AE bottleneck channel counts (trained on first use)
-    vae_latents: tuple[int, ...] = ()       # extra VAE latent sizes (trained on first use)
-    max_images: int | None = None           # test images used (first N of the test split; None = all)
-
-
-RD_PRESETS = {
-    "smoke": RDConfig(bits=(4, 8), pca_k=(4, 8), jpeg=(20, 80), webp=(20, 80), jpeg2000=(16, 4)),
-    "quick": RDConfig(vae_latents=(32,), ae_latents=(1,)),
-    "full": RDConfig(vae_latents=(16, 32, 64, 128, 512), ae_latents=(1, 2, 8), max_images=2000),
-}
 
 
 # ---------------------------------------------------------------- points

@@ -21,7 +21,7 @@ def smoke_grid(tmp_path_factory):
     generated faces), ROOT/runs (the grid, its rd/ curves and figure_data.npz), ROOT/Figures, and
     ROOT/README.md with its results section replaced. A test that writes uses ``smoke_copy``."""
     from src.__main__ import main
-    from src.synthetic import write_sample
+    from src.sample import write_sample
 
     root = tmp_path_factory.mktemp("smoke")
     write_sample(root / "faces", n=60, seed=0, progress=False)

@@ -301,7 +301,7 @@ def tiny(tmp_path_factory):
 
     import src.experiments as E
     from src.data import DataConfig, load_dataset
-    from src.synthetic import write_sample
+    from src.sample import write_sample
 
     root = tmp_path_factory.mktemp("analysis")
     write_sample(root / "faces", n=60, seed=0, progress=False)
@@ -406,7 +406,7 @@ def test_reproduce_seeds_flag_and_analysis_stage(tmp_path, monkeypatch):
 def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch):
     import src.experiments as E
     from src.__main__ import main
-    from src.synthetic import write_sample
+    from src.sample import write_sample
 
     write_sample(tmp_path / "faces", n=60, seed=0, progress=False)
     monkeypatch.setitem(E.PRESETS, "analysis", make_preset("analysis", "tiny", epochs=1, batch_size=16, image_size=32,

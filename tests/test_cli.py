@@ -68,7 +68,7 @@ def test_bad_arguments_get_one_line_and_exit_code_2(tmp_path, capsys):
     _one_line_error(capsys, ["train", "--epochs", "0"], "epochs")
     _one_line_error(capsys, ["train", "--model", "gan"], "gan")
     _one_line_error(capsys, ["train", "--reg", "l3"], "l3")
-    _one_line_error(capsys, ["train", "--noise-train", "-0.1"], "noise-train")
+    _one_line_error(capsys, ["train", "--noise-train", "-0.1"], "--noise-train")
     _one_line_error(capsys, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], "nope")
     (tmp_path / "file").write_text("x")
     _one_line_error(capsys, ["train", "--out", str(tmp_path / "file")], "existing file")

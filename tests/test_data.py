@@ -446,7 +446,7 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
             gray(Path(out_dir) / "00000" / f"{i:05d}.png", seed=i)
         (Path(out_dir) / "SAMPLE.json").write_text(f'{{"n": {n}}}')
 
-    monkeypatch.setitem(sys.modules, "src.synthetic", types.SimpleNamespace(write_sample=fake_write_sample))
+    monkeypatch.setitem(sys.modules, "src.sample", types.SimpleNamespace(write_sample=fake_write_sample))
     cfg = DataConfig(sample_size=5, cache_dir=str(tmp_path / "cache"))
     fs = data.load_dataset(cfg, progress=False, log=logs.append)
     assert made == [5] and fs.source == "sample" and len(fs.files) == 5

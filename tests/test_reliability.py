@@ -36,7 +36,7 @@ from PIL import Image
 
 import src.train as T
 import src.utils as U
-from src import synthetic
+from src import sample, synthetic
 from src.__main__ import build_parser, main
 from src.data import load_images
 from src.experiments import PRESETS, check_output_dir, grid_lock, run_grid
@@ -242,7 +242,7 @@ def disk_full(monkeypatch, name: str, after: int = 0, on_fail=None):
 def faces(tmp_path_factory) -> Path:
     """60 generated faces (the smoke preset uses the first 48)."""
     root = tmp_path_factory.mktemp("faces") / "faces"
-    synthetic.write_sample(root, n=60, seed=0, progress=False)
+    sample.write_sample(root, n=60, seed=0, progress=False)
     return root
 
 
@@ -556,7 +556,7 @@ def test_bad_data_folder_through_the_cli(tmp_path, monkeypatch, capsys, reliabil
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     ws = tmp_path / "ws"
-    synthetic.write_sample(ws / "faces", n=12, seed=0, size=32, progress=False)
+    sample.write_sample(ws / "faces", n=12, seed=0, size=32, progress=False)
     (ws / "empty").mkdir()
     (ws / "empty" / "notes.txt").write_text("no images here")
     (ws / "taken.txt").write_text("an existing file")
@@ -573,7 +573,7 @@ BAD_ARGS = [
     ("unknown regularizer", [*TRAIN, "--reg", "l3"], r"--reg.*'l3'"),
     ("negative training sigma", [*TRAIN, "--noise-train", "-0.1"], r"--noise-train.*>= 0"),
     ("negative evaluation sigma", ["evaluate", "out", "--noise", "-0.5"], r"--noise.*>= 0"),
-    ("zero learning rate", [*TRAIN, "--lr", "0"], r"learning rate must be > 0"),
+    ("zero learning rate", [*TRAIN, "--lr", "0"], r"--lr \(learning rate\) must be > 0"),
     ("split not summing to 1", [*TRAIN, "--split", "0.5,0.1,0.2"], r"split.*summing to 1"),
     ("split of two parts", [*TRAIN, "--split", "0.7,0.3"], r"split must be three"),
     ("split not numbers", [*TRAIN, "--split", "a,b,c"], r"--split"),

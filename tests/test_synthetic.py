@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src import data, synthetic
+from src import data, sample, synthetic
 from src.imagestats import KEYS, TARGET_BANDS, format_table, image_stats
-from src.synthetic import GENERATOR_VERSION, face, generate, render_face, sample_path, write_sample
+from src.sample import sample_path, write_sample
+from src.synthetic import GENERATOR_VERSION, face, generate, render_face
 from src.utils import UserError
 
 
@@ -94,6 +95,13 @@ def test_write_sample_replaces_its_own_sample_with_other_parameters(tmp_path):
         np.testing.assert_array_equal(np.asarray(im), face(2, seed=1))
 
 
+def test_parallel_workers_write_the_same_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(sample, "POOL_MIN", 1)  # a real process pool even for a few faces
+    write_sample(tmp_path / "one", n=6, seed=3, progress=False, workers=1)
+    write_sample(tmp_path / "two", n=6, seed=3, progress=False, workers=2)
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two") and len(_tree(tmp_path / "two")) == 7  # + SAMPLE.json
+
+
 def test_write_sample_resumes_an_interrupted_run(tmp_path, monkeypatch):
     real_face = synthetic.face
 
@@ -102,14 +110,14 @@ def test_write_sample_resumes_an_interrupted_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_face(index, seed, size)
 
-    monkeypatch.setattr(synthetic, "face", failing_face)
+    monkeypatch.setattr(sample, "face", failing_face)  # sample.py renders through its own name
     with pytest.raises(KeyboardInterrupt):
         write_sample(tmp_path / "cut", n=4, progress=False)
     assert not (tmp_path / "cut" / "SAMPLE.json").exists()  # an interrupted sample is not complete
     assert sorted(p.name for p in (tmp_path / "cut").rglob("*.png")) == ["00000.png", "00001.png"]
     done = [sample_path(tmp_path / "cut", i) for i in (0, 1)]
     stamps = [p.stat().st_mtime_ns for p in done]
-    monkeypatch.setattr(synthetic, "face", real_face)
+    monkeypatch.setattr(sample, "face", real_face)
     write_sample(tmp_path / "cut", n=4, progress=False)
     assert [p.stat().st_mtime_ns for p in done] == stamps  # finished files are kept
     write_sample(tmp_path / "fresh", n=4, progress=False)
@@ -123,10 +131,10 @@ def test_an_interrupted_switch_of_parameters_never_mixes_samples(tmp_path, monke
     def failing_face(index: int, seed: int = 0, size: int = 128) -> np.ndarray:
         return real_face(index, seed, size) if index < 2 else np.asarray(1 / 0)
 
-    monkeypatch.setattr(synthetic, "face", failing_face)
+    monkeypatch.setattr(sample, "face", failing_face)
     with pytest.raises(ZeroDivisionError):
         write_sample(tmp_path / "s", n=4, seed=1, progress=False)
-    monkeypatch.setattr(synthetic, "face", real_face)
+    monkeypatch.setattr(sample, "face", real_face)
     write_sample(tmp_path / "s", n=4, seed=0, progress=False)  # back to the first sample
     write_sample(tmp_path / "fresh", n=4, seed=0, progress=False)
     assert _tree(tmp_path / "s") == _tree(tmp_path / "fresh")
