@@ -127,9 +127,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             if isinstance(default, bool):
                 kw["action"] = argparse.BooleanOptionalAction
             else:
-                kw["type"], kw["metavar"] = _flag_type(str(f.type), default), f.name.upper()
+                kw["type"] = _flag_type(str(f.type), default)
                 if (section, f.name) in choices:
                     kw["choices"] = choices[(section, f.name)]
+                else:
+                    kw["metavar"] = f.name.upper()
             group.add_argument(flag, **kw)
 
 

@@ -56,7 +56,6 @@ class LinearVAE(nn.Module):
         self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
         d = cfg.channels * cfg.image_size * cfg.image_size  # 16384 for 1x128x128
         self.latent_shape = (cfg.vae_latent,)
-        self.latent_dim = cfg.vae_latent  # = latent_shape[0]; kept for VAE.ipynb, which prints it
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, cfg.vae_hidden), nn.ReLU())
         self.fc_mu = nn.Linear(cfg.vae_hidden, cfg.vae_latent)
         self.fc_logvar = nn.Linear(cfg.vae_hidden, cfg.vae_latent)

@@ -97,3 +97,78 @@ def test_data_sample_command_is_deterministic(tmp_path):
     a = sorted((tmp_path / "a").rglob("*.png"))
     b = sorted((tmp_path / "b").rglob("*.png"))
     assert len(a) == 5 and [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+
+
+def test_the_cli_answers_help_and_bad_arguments_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from src.__main__ import main\n"
+            "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(main(['train', '--epochs', '0']), 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip().splitlines()[-1] == "2 False", r.stdout  # a one-line error, torch never loaded
+    assert "error: --epochs must be >= 1, got 0" in r.stderr
+
+
+def test_every_config_field_is_a_train_flag_with_its_comment_as_help(capsys):
+    from dataclasses import fields
+
+    from src.__main__ import FLAG_NAMES, NOT_FLAGS, field_help
+    from src.config import SECTIONS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            if (section, f.name) not in NOT_FLAGS:
+                assert FLAG_NAMES.get((section, f.name), "--" + f.name.replace("_", "-")) in out, f.name
+    assert " ".join(field_help(SECTIONS["train"])["vae_recon"].split()) in out
+    assert "--epochs EPOCHS full protocol of the original study (default: 200) --batch-size" in out  # once
+
+
+def test_report_writes_into_the_run_folder_unless_published(smoke_copy, monkeypatch):
+    monkeypatch.chdir(smoke_copy)
+    (smoke_copy / "README.md").write_text("# mine\n\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    assert main(["report", "runs"]) == 0
+    assert (smoke_copy / "README.md").read_text().count("old") == 1 and not (smoke_copy / "Figures").exists()
+    assert (smoke_copy / "runs" / "REPORT.md").exists() and (smoke_copy / "runs" / "Figures" / "AE_loss.png").exists()
+    assert main(["report", "runs", "--publish"]) == 0
+    readme = (smoke_copy / "README.md").read_text()
+    assert "old" not in readme and "](Figures/AE_reg_images2.png)" in readme
+    assert (smoke_copy / "Figures" / "AE_reg_images2.png").exists()
+
+
+def test_export_writes_a_weight_free_bundle_that_report_redraws(smoke_copy, tmp_path, capsys):
+    import tarfile
+
+    runs = smoke_copy / "runs"
+    assert main(["export", str(runs), str(tmp_path / "b.tar.gz")]) == 0
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        names = tar.getnames()
+        assert "summary.json" in names and "figure_data.npz" in names and not any(n.endswith(".pt") for n in names)
+        assert all(m.size <= 16 * 2**20 for m in tar.getmembers())
+        tar.extractall(tmp_path / "bundle", filter="data")
+    assert main(["report", str(tmp_path / "bundle")]) == 0  # no weights, no data folder needed
+    assert (tmp_path / "bundle" / "Figures" / "AE_reg_images2.png").exists()
+    assert main(["export", str(runs), str(tmp_path / "folder")]) == 0
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted({n.split("/")[0] for n in names})
+    capsys.readouterr()
+    assert main(["export", str(runs), str(tmp_path / "folder")]) == 2  # never writes into a non-empty folder
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_data_stats_prints_a_table_or_json(tmp_path, capsys, monkeypatch):
+    from src.sample import write_sample
+
+    monkeypatch.chdir(tmp_path)  # the decode cache goes to ./data/.cache
+    write_sample(tmp_path / "faces", n=40, seed=0, progress=False)
+    assert main(["data", "stats", str(tmp_path / "faces"), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["n"] == 40 and set(stats["pca_k"]) == {"10", "50", "200"}
+    assert main(["data", "stats", str(tmp_path / "faces")]) == 0
+    assert "JPEG" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "stats", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
