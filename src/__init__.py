@@ -7,15 +7,19 @@ One concept per module, from the ground up (a module imports only modules above 
     losses         reconstruction and KL terms, returned as dicts
     noise          Gaussian and salt-and-pepper corruptions, CPU-seeded per (seed, condition)
     stats          mean ± std over seeds, the paired Wilcoxon test, Holm correction
-    models         ConvAE, LinearVAE and their registry
-    regularization L1, L2 and elastic-net weight penalties
     synthetic      the procedural face generator (the embedded default dataset)
+    sample         the generated sample on disk: PNG files, versioned marker, all cores
+    decode         one image file -> (S, S) uint8 grayscale (any format, depth, mode)
     checkpoint     checkpoint files: atomic, CRC-verified, with RNG state
     export         a weight-free results bundle (folder or .tar.gz)
-    data           finding, decoding, caching and splitting images
+    data           finding, decoding, caching and splitting images; a run's data fingerprint
+    config         every configuration dataclass and the presets (no torch: the CLI's flags)
     results        the one reader of the results store (run and grid folders)
     compression    real byte counts: latent quantization and coding, PCA, Pillow codecs
     imagestats     image statistics of how hard a face set is to compress
+    models         ConvAE, LinearVAE and their registry
+    regularization L1, L2 and elastic-net weight penalties
+    distributed    torchrun: process group, ranks, the cost-balanced split of the grid
     train          the training loop: fit one run, checkpoint it, resume it
     stacked        many runs of one architecture trained together as one stacked model
     evaluation     per-image metrics of a trained run on val and test, clean and noisy
