@@ -440,7 +440,7 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     logs = []
     made = []
 
-    def fake_write_sample(out_dir, n=2000, seed=0, size=128, progress=True):
+    def fake_write_sample(out_dir, n=2000, seed=0, size=128, progress=True, workers=1):
         made.append(n)
         for i in range(n):
             gray(Path(out_dir) / "00000" / f"{i:05d}.png", seed=i)
