@@ -10,31 +10,41 @@ Layout of an output folder (``runs/<preset>`` by default)::
     <model>-<reg>-<clean|noise0.1>-s<seed>/   one run folder (see ``train``)
     baselines.json       mean-image and PCA rows on the same test images
     summary.json, summary.csv
+    .lock, .lock.writers, <run>/.lock   file locks (``distributed``): who writes, who trains a run
+
+Under ``torchrun`` the ranks share the unfinished runs (see ``run_configs``); the folder must
+be the same path on every node.
 """
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import fcntl
+import hashlib
 import io
+import itertools
+import json
 import os
 import platform
-from contextlib import contextmanager
-from dataclasses import replace
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from . import distributed
 from .compression import baseline_metrics
 from .config import KINDS, MODEL_NAMES, PRESETS, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
 from .data import DataConfig, FaceSet, load_dataset, resolved, split_indices
+from .distributed import RunLock, grid_lock  # grid_lock: callers also import it from here
 from .evaluation import evaluate_run, summarize
-from .results import read_metrics
+from .results import read_history, read_metrics
 from .stacked import default_parallel_runs, fit_stacked, stack_chunks
 from .train import TrainingDiverged, fit, is_trained, pick_device
 from .utils import UserError, read_json, save_npz, write_json, write_text
+
 
 def run_name(model: str, reg: str, noise_train: float, seed: int) -> str:
     return f"{model}-{reg}-{'clean' if noise_train == 0 else f'noise{noise_train:g}'}-s{seed}"
@@ -63,24 +73,6 @@ def device_description(device: torch.device) -> str:
     return f"{device.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-@contextmanager
-def grid_lock(out: Path) -> Iterator[None]:
-    """One writer per output folder: a second process exits with a clear message."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise UserError(f"another process is writing {out} ({f.read().strip() or 'pid unknown'}); "
-                            "wait for it to finish or use another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
-        yield
-
-
 def check_output_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is an existing file, not a folder")
@@ -89,67 +81,189 @@ def check_output_dir(out: Path) -> None:
         raise UserError(f"--out {out} is not writable")
 
 
+def grid_id(preset: Preset, data_cfg: DataConfig) -> str:
+    """What launches must agree on to share an output folder: the preset and the resolved data."""
+    body = json.dumps({"preset": asdict(preset), "data": asdict(data_cfg)}, sort_keys=True, default=str)
+    return f"{preset.name}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
+
+
 def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, device: str = "auto",
              models: tuple[str, ...] = MODEL_NAMES, progress: bool = True, log=print,
              parallel_runs: int | None = None) -> dict[str, Any]:
     """Train and evaluate every unfinished run of the grid, then write the summary.
 
-    ``parallel_runs``: runs of one model trained together (see ``run_configs``).
+    ``parallel_runs``: runs of one model trained together (see ``run_configs``). Under torchrun
+    every rank calls this: the ranks share the runs, rank 0 alone writes grid.json, baselines and
+    the summary, and every rank returns the summary after a last barrier. Separate launches of
+    the same grid on the same ``out`` share it too; one of another grid gets a one-line error.
     Returns the summary dict (also in ``out/summary.json``).
     """
     out = Path(out)
     check_output_dir(out)
+    distributed.setup(device)
+    main = distributed.is_main()
+    say = log if main else _quiet  # what every rank would repeat is said once
     data_cfg = replace(preset.data, root=data_root)
-    faces = load_dataset(data_cfg, progress=progress, log=log)  # before the lock: a bad --data writes nothing
-    with grid_lock(out):
-        data_cfg = resolved(data_cfg, faces)  # the absolute folder + its file-list digest, with every run
+    # before the lock: a bad --data writes nothing; rank 0 first, so the others read its decoded cache
+    faces = distributed.main_first(lambda: load_dataset(data_cfg, progress=progress and main, log=say))
+    data_cfg = resolved(data_cfg, faces)  # the absolute folder + its file-list digest, with every run
+    with grid_lock(out, grid_id(preset, data_cfg)):
         dev = pick_device(device)
-        info = grid_info(preset, faces, data_cfg, dev)
-        log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in preset.summary().items()
-                                                   if k not in ("name", "description")))
-        log(f"dataset: {info['dataset']} ({info['n_images']} images: {info['split_sizes']}); device: {info['device']}")
-        old = _read_json_or_none(out / "grid.json")
-        write_json(out / "grid.json", {**info, "started": (old or info)["started"]})
-        configs = grid_configs(preset, data_cfg, device, progress, models)
+        if main:
+            info = grid_info(preset, faces, data_cfg, dev)
+            log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in preset.summary().items()
+                                                       if k not in ("name", "description")))
+            log(f"dataset: {info['dataset']} ({info['n_images']} images: {info['split_sizes']}); "
+                f"device: {info['device']}" + (f" x {distributed.world_size()} ranks" if distributed.tag() else ""))
+            old = _read_json_or_none(out / "grid.json")
+            write_json(out / "grid.json", {**info, "started": (old or info)["started"]})
+        # per-run tqdm bars of several ranks would overwrite each other: the grid's progress lines stay
+        configs = grid_configs(preset, data_cfg, device, progress and not distributed.tag(), models)
         todo = run_configs(configs, out, faces.images, _conditions(preset), dev, log, parallel_runs)
-        if not (out / "baselines.json").exists() or todo:
-            write_baselines(out, faces, data_cfg)
-        return write_summary(out)
+        if main:
+            if not (out / "baselines.json").exists() or todo:
+                write_baselines(out, faces, data_cfg)
+            summary = write_summary(out)
+        distributed.barrier()
+    return summary if main else read_json(out / "summary.json")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# Relative time per training image at equal image size (benchmarks/RESULTS.md, CPU fit at 128x128:
+# AE 687, VAE 629 images/s). Only the balance of the split among ranks depends on it.
+MODEL_COST = {"ae": 1.0, "vae": 1.1}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Work handed to one rank: runs trained together (a stack, or one run), then evaluated."""
+    names: tuple[str, ...]
+    train: bool    # False: trained already, evaluated only
+    cost: float    # estimated images processed x MODEL_COST (``run_cost``)
+
+
+def run_cost(cfg: RunConfig, n_images: int, epochs_left: int) -> float:
+    """Images a run still processes (training epochs left, then one pass of val + test under the
+    conditions, about as costly per image as a training step) x ``MODEL_COST``."""
+    train, val, test = cfg.data.split
+    return (epochs_left * train + val + test) * n_images * MODEL_COST.get(cfg.model.name, 1.0)
+
+
+def plan_units(configs: dict[str, RunConfig], out: Path | None, n_images: int, parallel_runs: int,
+               world: int = 1) -> list[Unit]:
+    """The unfinished work of ``configs`` in ``out`` (None: none of it done) as units for ``shard``.
+
+    ``parallel_runs`` as in ``run_configs`` (not None); with 0 ("all of a model's runs together")
+    and several ranks, each model's runs form up to ``world`` stacks, so that every rank gets work.
+    """
+    todo = [n for n in configs if out is None or read_metrics(out / n) is None]
+    untrained = {n: configs[n] for n in todo if out is None or not is_trained(out / n, configs[n].train.epochs)}
+    chunks = [[n] for n in untrained] if parallel_runs == 1 else stack_chunks(untrained, parallel_runs)
+    if parallel_runs == 0 and world > 1:
+        chunks = [c[i:i + k] for c in chunks for k in [-(-len(c) // world)] for i in range(0, len(c), k)]
+
+    def left(n: str) -> int:  # history.csv has a row per epoch done (an estimate: resuming may redo a few)
+        try:
+            done = len(read_history(out / n)) if out is not None else 0
+        except (OSError, ValueError):
+            done = 0
+        return max(configs[n].train.epochs - done, 0)
+
+    units = [Unit(tuple(c), True, sum(run_cost(configs[n], n_images, left(n)) for n in c)) for c in chunks]
+    return units + [Unit((n,), False, run_cost(configs[n], n_images, 0)) for n in todo if n not in untrained]
 
 
 def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, conditions: list[tuple[str, float]],
-                device: torch.device, log=print, parallel_runs: int | None = None) -> list[str]:
+                device: torch.device | str, log=print, parallel_runs: int | None = None) -> list[str]:
     """Train (resuming) and evaluate every config whose ``out/<name>/metrics.json`` is not readable.
 
     ``parallel_runs``: how many runs of one model (``stacked.stack_key``) train together as one
     stacked model; 1 = one at a time with ``fit``, 0 = all, None = ``default_parallel_runs``.
-    A run that diverges is reported and the others go on; the error is raised at the end.
-    Returns the names done by this call; finished runs are never redone.
+    Under torchrun every rank calls this with the same ``configs``: rank 0's plan (``plan_units``)
+    is split among the ranks by cost (``distributed.shard``). Each run is trained under its
+    folder's lock: a run another process holds is skipped, then waited for at the end and taken
+    over if that process died. A run that diverges is reported and the others go on; the error
+    is raised at the end, on every rank. Returns the names that were unfinished (done now by some
+    rank or process); finished runs are never redone.
     """
-    todo = [name for name in configs if read_metrics(out / name) is None]
-    log(f"{len(configs) - len(todo)} of {len(configs)} runs already finished; {len(todo)} to do")
-    untrained = {n: configs[n] for n in todo if not is_trained(out / n, configs[n].train.epochs)}
-    n_parallel = default_parallel_runs(pick_device(device)) if parallel_runs is None else parallel_runs
-    failed: dict[str, TrainingDiverged] = {}
-    if n_parallel != 1:
-        for chunk in stack_chunks(untrained, n_parallel):
-            results = fit_stacked([configs[n] for n in chunk], images, [out / n for n in chunk], resume=True, log=log)
-            failed.update({n: r["error"] for n, r in zip(chunk, results) if r["error"] is not None})
-    for i, name in enumerate(todo, 1):
-        if name in failed:
-            continue
-        log(f"[{i}/{len(todo)}] {name}")
-        if name in untrained and n_parallel == 1:
-            try:
-                fit(configs[name], images, out / name, resume=True, log=log)
-            except TrainingDiverged as e:
-                failed[name] = e
-                log(f"{name}: {e}; the other runs go on")
-                continue
-        evaluate_run(out / name, images, conditions, device=device)
+    dev = pick_device(device) if isinstance(device, str) else device
+    n_parallel = default_parallel_runs(dev) if parallel_runs is None else parallel_runs
+    world, tag = distributed.world_size(), distributed.tag()
+    units = distributed.broadcast(plan_units(configs, out, len(images), n_parallel, world)
+                                  if distributed.is_main() else None)
+    todo = [n for u in units for n in u.names]
+    (log if distributed.is_main() else _quiet)(
+        f"{len(configs) - len(todo)} of {len(configs)} runs already finished; {len(todo)} to do"
+        + (f", shared by {world} ranks" if world > 1 else ""))
+    mine = [units[i] for i in sorted(distributed.shard([u.cost for u in units], world)[distributed.rank()])]
+    grid = GridProgress(out, len(configs), {n: u.cost / len(u.names) for u in units for n in u.names})
+    failed: dict[str, str] = {}
+    count = itertools.count(1)
+    n_mine = sum(len(u.names) for u in mine)
+
+    def work(names: tuple[str, ...], train: bool | None, wait: bool = False) -> list[str]:
+        """Train (None: if needed) and evaluate ``names`` under their locks; returns those held by others."""
+        with ExitStack() as stack:
+            locks = {n: stack.enter_context(RunLock(out / n)) for n in names}
+            busy = [n for n in names if not locks[n].acquire(wait)]
+            held = [n for n in names if n not in busy and read_metrics(out / n) is None]  # or done meanwhile
+            for i, n in enumerate(held):
+                locks[n].sign()
+                log(f"{tag}[{next(count)}/{n_mine}] {n}" + (f" ({grid})" if i == 0 else ""))
+            if train is None:  # taken over from a process that stopped: whatever it left undone
+                train = any(not is_trained(out / n, configs[n].train.epochs) for n in held)
+            if held and train and n_parallel != 1:
+                results = fit_stacked([configs[n] for n in held], images, [out / n for n in held], resume=True,
+                                      log=log)
+                failed.update({n: str(r["error"]) for n, r in zip(held, results) if r["error"] is not None})
+            for n in held:
+                if train and n_parallel == 1:
+                    try:
+                        fit(configs[n], images, out / n, resume=True, log=log)
+                    except TrainingDiverged as e:
+                        failed[n] = str(e)
+                        log(f"{n}: {e}; the other runs go on")
+                if n not in failed:
+                    evaluate_run(out / n, images, conditions, device=dev)
+            return [n for n in busy if read_metrics(out / n) is None]
+
+    busy = [n for u in mine for n in work(u.names, u.train)]
+    for n in busy:  # held by another launch: wait, then finish it if that process did not
+        log(f"{tag}{n}: another process holds it ({RunLock(out / n).holder()}); waiting for it")
+        work((n,), None, wait=True)
+    log(f"{tag}done {n_mine} runs in {_clock(time.perf_counter() - grid.t0)} ({grid})")
+    failed = {k: v for part in distributed.all_gather(failed) for k, v in part.items()}  # waits for every rank
     if failed:
         raise TrainingDiverged("; ".join(f"{name}: {e}" for name, e in failed.items()))
     return todo
+
+
+class GridProgress:
+    """"k/n runs done, elapsed, ETA" over the whole grid: every process's runs, read from the run folders.
+
+    The ETA extrapolates the time per unit of cost (``run_cost``) of the runs finished since this began.
+    """
+
+    def __init__(self, out: Path, n_total: int, costs: dict[str, float]) -> None:
+        self.out, self.n_total, self.costs, self.t0 = out, n_total, costs, time.perf_counter()
+
+    def __str__(self) -> str:
+        done = [n for n in self.costs if (self.out / n / "metrics.json").exists()]
+        total = sum(self.costs.values())
+        frac = sum(self.costs[n] for n in done) / total if total else 1.0
+        elapsed = time.perf_counter() - self.t0
+        eta = _clock(elapsed * (1 - frac) / frac) if frac else "?"
+        return (f"grid: {self.n_total - len(self.costs) + len(done)}/{self.n_total} runs done, "
+                f"{_clock(elapsed)} elapsed, ETA {eta}")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def train_latent_variant(base: RunConfig, latent: int, images: np.ndarray, out: Path, log=print) -> Path:

@@ -23,12 +23,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import distributed
 from . import metrics as M
 from . import noise
 from .data import DataConfig, load_dataset, resolved, to_float
 from .evaluation import EVAL_BATCH, Condition, evaluate, load_run, summarize
 from .config import Preset
-from .experiments import grid_configs, grid_lock, run_configs, run_name
+from .experiments import grid_configs, grid_id, grid_lock, run_configs, run_name
 from .results import (ANALYSIS_PRESETS, NOISE_JSON, NOISE_NPZ, SWEEPS_JSON, finished_runs, noise_sigma,
                       read_grid, read_metrics, read_split, run_data)
 from .train import RunConfig, pick_device
@@ -147,6 +148,7 @@ def noise_sweep(runs_dir: str | Path, device: str | torch.device = "cpu", log: C
     conds = sweep_conditions(noise_sigma(read_grid(runs_dir)) if sigma is None else sigma)
     names = [noise.condition_name(k, v) for k, v in conds]
     todo = [d for d in dirs if not _sweep_done(d, names)]
+    mine = distributed.my_share(todo)  # under torchrun: this rank's part of rank 0's list
     log(f"noise sweep ({', '.join(names)}): {len(dirs) - len(todo)} of {len(dirs)} runs already done; "
         f"{len(todo)} to do")
     datasets: dict[str, np.ndarray] = {}
@@ -156,12 +158,13 @@ def noise_sweep(runs_dir: str | Path, device: str | torch.device = "cpu", log: C
         # other jobs, 2 intra-op threads took 68 s per run where 1 took 3 s (measured, load ~7).
         torch.set_num_threads(1)
     try:
-        for i, d in enumerate(todo, 1):
+        for i, d in enumerate(mine, 1):
             images = run_data(d, datasets)["all"]
-            log(f"[noise sweep {i}/{len(todo)}] {d.name}")
+            log(f"{distributed.tag()}[noise sweep {i}/{len(mine)}] {d.name}")
             evaluate_noise(d, images, conds, device)
     finally:
         torch.set_num_threads(threads)
+    distributed.barrier()
     return [d.name for d in todo]
 
 
@@ -213,7 +216,8 @@ def run_sweeps(plan: SweepPlan, preset: Preset, out: Path, images: np.ndarray, d
     configs = {p["run"].split("/", 1)[1]: p["config"] for p in points if p["run"].startswith("sweeps/")}
     run_configs(configs, out / "sweeps", images, [("clean", 0.0), ("gaussian", preset.noise_sigma)], device, log)
     index = {"plan": asdict(plan), "points": [{k: v for k, v in p.items() if k != "config"} for p in points]}
-    write_json(out / SWEEPS_JSON, index)
+    if distributed.is_main():
+        write_json(out / SWEEPS_JSON, index)
     return index
 
 
@@ -223,12 +227,14 @@ def run_analysis(preset: Preset, out: str | Path, data_root: str | None = None, 
     (``plan``, default: the preset's entry of ``SWEEP_PLANS``)."""
     out = Path(out)
     plan = plan or SWEEP_PLANS.get(preset.name)
-    data_cfg = DataConfig(root=data_root, image_size=preset.image_size, limit=preset.limit,
-                          sample_size=preset.sample_size)
-    with grid_lock(out):
-        faces = load_dataset(data_cfg, progress=progress, log=log)
-        data_cfg = resolved(data_cfg, faces)  # as run_grid stores it, so grid runs match
+    data_cfg = replace(preset.data, root=data_root)  # as run_grid builds it
+    distributed.setup(device)  # under torchrun every rank calls this: the sweeps are shared like the grid
+    main = distributed.is_main()
+    faces = distributed.main_first(lambda: load_dataset(data_cfg, progress=progress and main,
+                                                        log=log if main else lambda _: None))
+    data_cfg = resolved(data_cfg, faces)  # as run_grid stores it, so grid runs match
+    with grid_lock(out, grid_id(preset, data_cfg)):
         dev = pick_device(device)
         noise_sweep(out, dev, log, preset.noise_sigma)
         if plan is not None:
-            run_sweeps(plan, preset, out, faces.images, data_cfg, dev, progress, log)
+            run_sweeps(plan, preset, out, faces.images, data_cfg, dev, progress and not distributed.tag(), log)

@@ -39,6 +39,7 @@ import src.utils as U
 from src import sample, synthetic
 from src.__main__ import build_parser, main
 from src.data import load_images
+from src.distributed import RunLock
 from src.experiments import PRESETS, check_output_dir, grid_lock, run_grid
 from src.checkpoint import CorruptFile, load_torch
 from src.results import read_history, read_metrics
@@ -656,31 +657,60 @@ def as_nobody(fn) -> tuple[int, list[str]]:
 
 
 # ----------------------------------------------------------------------------- 5. concurrency
-def test_second_reproduce_on_the_same_out_exits_with_a_clear_message(faces, tmp_path, reliability):
+def held_runs(out: Path) -> list[str]:
+    """Runs of ``out`` whose lock another process holds (tested with a lock of our own, let go at once)."""
+    held = []
+    for d in sorted(out.iterdir()) if out.is_dir() else []:
+        if (d / ".lock").is_file():
+            with RunLock(d) as lock:
+                if not lock.acquire():
+                    held.append(d.name)
+    return held
+
+
+def test_second_reproduce_shares_the_grid_and_one_of_another_grid_is_refused(faces, smoke, tmp_path, reliability):
+    """Issue 14: a second ``reproduce`` of the same grid on the same --out shares the work (each run has its own
+    lock): it trains what the first does not hold, waits for the run the first holds, and finishes it when the
+    first dies. A ``reproduce`` of another grid gets the one-line error and writes nothing."""
     out = tmp_path / "out"
     args = ["reproduce", *SMOKE, "--data", faces, "--out", out]
-    first = Proc(args, tmp_path)
+    first, second = Proc(args, tmp_path), None
     try:
         deadline = time.monotonic() + WAIT
-        while not ((out / ".lock").exists() and (out / ".lock").read_text() == f"pid {first.p.pid}"):
+        while True:  # stop the first while it holds a run, mid-grid, for as long as this test needs
             assert first.p.poll() is None and time.monotonic() < deadline, first.err[-5:]
+            first.p.send_signal(signal.SIGSTOP)
+            while Path(f"/proc/{first.p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+                time.sleep(0.001)  # stopped for sure: what it holds now, it holds until SIGCONT
+            held = held_runs(out)
+            if held:
+                break
+            first.p.send_signal(signal.SIGCONT)
             time.sleep(0.02)
-        first.p.send_signal(signal.SIGSTOP)  # it holds the lock, mid-grid, for as long as this test needs
         before = snapshot(out)
-        second = Proc(args, tmp_path)
+        other = Proc(["reproduce", *SMOKE, "--seeds", "2", "--data", faces, "--out", out], tmp_path)
         reliability["other_faults"] += 1
-        assert second.wait() == 2
-        assert len(second.err) == 1 and second.err[0].startswith("error: another process is writing"), second.err
-        assert f"pid {first.p.pid}" in second.err[0] and str(out) in second.err[0]
+        assert other.wait() == 2
+        assert len(other.err) == 1 and other.err[0].startswith("error: another process is writing"), other.err
+        assert f"pid {first.p.pid} " in other.err[0] and str(out) in other.err[0]
         with pytest.raises(UserError, match="another process is writing"), grid_lock(out):  # in one process too
             pass
         assert snapshot(out) == before  # the refused writers wrote nothing
         reliability["intact"] += 1
+        second = Proc(args, tmp_path)
+        while not any(line.endswith("waiting for it") for _, line in second.out):
+            assert second.p.poll() is None and time.monotonic() < deadline, second.err[-5:]
+            time.sleep(0.02)
     finally:
         first.p.send_signal(signal.SIGKILL)
         first.p.send_signal(signal.SIGCONT)
         first.wait()
-    with grid_lock(out):  # the lock dies with its holder
+    assert second.wait() == 0, second.err[-10:]  # it finished the run the killed first held
+    final = json.loads((out / "summary.json").read_text())
+    assert comparable_summary(final) == comparable_summary(smoke.summary)
+    assert all((out / run / ".lock").read_text().startswith(f"pid {second.p.pid} ") for run in held)
+    reliability["intact"] += 1
+    with grid_lock(out):  # the locks die with their holders
         pass
 
 
