@@ -352,13 +352,14 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
     summary = run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress,
                        parallel_runs=a.parallel_runs)
-    if not distributed.is_main():  # under torchrun, rank 0 alone computes the curves and writes the report
-        return 0
-    if preset.name.startswith("analysis"):
+    analysis = preset.name.startswith("analysis")
+    if analysis:  # every rank: the sweeps are shared like the grid's runs
         from .sweeps import run_analysis
 
         run_analysis(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
-    else:  # the analysis report has no rate-distortion section: its CPU budget goes to the sweeps
+    if not distributed.is_main():  # under torchrun, rank 0 alone computes the curves and writes the report
+        return 0
+    if not analysis:  # the analysis report has no rate-distortion section: its CPU budget goes to the sweeps
         _rd(out, a.rd_sweep or preset.name, "auto", a.device, force=False)  # current curves: nothing to do
     _report(out, figures, readme)
     runs = summary["runs"]
