@@ -387,12 +387,17 @@ def test_reproduce_seeds_flag_and_analysis_stage(tmp_path, monkeypatch):
     import src.experiments as E
 
     seen = {}
-    monkeypatch.setattr(E, "run_grid", lambda preset, out, **k: seen.setdefault("grid", preset))
+    def run_grid(preset, out, **k):
+        seen["grid"] = preset
+        return {"runs": []}  # a summary
+
+    monkeypatch.setattr(E, "run_grid", run_grid)
     monkeypatch.setattr(SW, "run_analysis", lambda preset, out, **k: seen.setdefault("analysis", preset))
     monkeypatch.setattr(cli, "_rd", lambda *a, **k: seen.setdefault("rd", True))
     monkeypatch.setattr(cli, "_report", lambda *a, **k: 0)
     assert cli.main(["reproduce", "--preset", "quick", "--seeds", "3", "--out", str(tmp_path)]) == 0
     assert seen.pop("grid").seeds == (0, 1, 2) and "analysis" not in seen and seen.pop("rd")
+    seen.clear()
     assert cli.main(["reproduce", "--preset", "analysis", "--out", str(tmp_path)]) == 0
     assert seen["grid"].seeds == (0, 1, 2) and seen["analysis"] is seen["grid"] and "rd" not in seen
     with pytest.raises(SystemExit):
