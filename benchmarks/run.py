@@ -523,7 +523,7 @@ def table(r: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- CLI
-from src.__main__ import Parser, _pos_int  # noqa: E402  (the project's one-line-error parser)
+from src.__main__ import Parser, positive_int as _pos_int  # noqa: E402  (the project's one-line-error parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
