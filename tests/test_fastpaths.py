@@ -77,11 +77,9 @@ def test_channels_last_gives_the_plain_results(tmp_path, faces):
         torch.testing.assert_close(cl["best_state"][k].contiguous(), v, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a cold compile takes about a minute per model
 @pytest.mark.parametrize("model", ["ae", "vae"])
-def test_torch_compile_gives_the_plain_results(tmp_path, faces, model, request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):  # a cold compile takes about a minute per model
-        pytest.skip("slow variant: run with `pytest -m slow`")
+def test_torch_compile_gives_the_plain_results(tmp_path, faces, model):
     plain, _ = _train(tmp_path, faces, "plain", model)
     comp, _ = _train(tmp_path, faces, "comp", model, compile=True)
     assert comp["history"][-1]["val_loss"] == pytest.approx(plain["history"][-1]["val_loss"], rel=1e-3)

@@ -375,9 +375,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(smoke, tmp_p
 
 
 @pytest.mark.slow
-def test_many_sigkills(smoke, tmp_path, reliability, request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("slow variant: run with `pytest -m slow`")
+def test_many_sigkills(smoke, tmp_path, reliability):
     assert kill_and_resume(smoke, tmp_path, reliability, max(12, KILLS), seed=11) >= 12
 
 
