@@ -129,13 +129,15 @@ def test_evaluate_run_writes_val_test_clean_noisy(tmp_path, faces):
         assert set(m[split]) == {"clean", "gaussian_0.1"}
         for cond in m[split].values():
             assert cond["n"] == n and 0 < cond["mse"] < 1 and -1 <= cond["ssim"] <= 1
-            assert cond["psnr"] == pytest.approx(cond["psnr"])  # finite
+            assert math.isfinite(cond["psnr"]) and cond["psnr"] > 0
     per = np.load(tmp_path / "r" / "per_image.npz")
     assert per["test/clean/psnr"].mean() == pytest.approx(m["test"]["clean"]["psnr"], rel=1e-6)
     on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert on_disk["test"]["clean"]["ssim"] == m["test"]["clean"]["ssim"]
-    # noisy inputs give worse reconstructions than clean ones on the same images
-    assert m["test"]["gaussian_0.1"]["mse"] != m["test"]["clean"]["mse"]
+    # the noisy condition scores other inputs (not a copy of clean). Whether noise makes a 1-epoch VAE worse is
+    # not given (it outputs nearly the mean face); the identity model below shows noise costs what it should.
+    per_clean, per_noisy = per["test/clean/mse"], per["test/gaussian_0.1/mse"]
+    assert per_clean.shape == per_noisy.shape and not np.array_equal(per_clean, per_noisy)
 
 
 def test_evaluation_noise_is_identical_for_every_model(faces):
