@@ -48,6 +48,7 @@ def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 # last CONVERGED_TAIL of its epochs: a plateau, not a slope that more epochs would continue.
 CONVERGED_TAIL = 0.1   # fraction of the epochs (at least one) that forms the tail
 CONVERGED_REL = 0.01   # relative improvement of the best val loss over that tail
+CONVERGED_MIN_EPOCHS = 10  # below this a one-epoch tail says nothing: such runs are never called converged
 
 
 def convergence(history: list[dict[str, float]], tail: float = CONVERGED_TAIL,
@@ -55,13 +56,13 @@ def convergence(history: list[dict[str, float]], tail: float = CONVERGED_TAIL,
     """The converged flag of a run and its evidence, from ``history.csv`` rows (``val_loss`` per epoch).
 
     ``rel_improvement`` = (best val loss before the tail - best val loss overall) / |best before the tail|.
-    A run of a single epoch has no "before" and is never converged.
+    A run of fewer than ``CONVERGED_MIN_EPOCHS`` epochs is never converged.
     """
     losses = [row["val_loss"] for row in history]
     k = max(1, math.ceil(tail * len(losses)))
-    if len(losses) <= k:
+    if len(losses) < CONVERGED_MIN_EPOCHS:
         return {"converged": False, "rel_improvement": None, "tail_epochs": k, "epochs": len(losses),
-                "threshold": threshold, "why": "too few epochs to see a plateau"}
+                "threshold": threshold, "why": f"too few epochs to see a plateau ({len(losses)} < {CONVERGED_MIN_EPOCHS})"}
     before, best = min(losses[:-k]), min(losses)
     rel = (before - best) / abs(before) if before else 0.0
     return {"converged": rel < threshold, "rel_improvement": rel, "tail_epochs": k, "epochs": len(losses),

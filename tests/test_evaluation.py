@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from src.__main__ import main
-from src.evaluation import CONVERGED_REL, convergence
+from src.evaluation import CONVERGED_MIN_EPOCHS, CONVERGED_REL, convergence
 from src.utils import save_npz
 
 
@@ -27,9 +27,11 @@ def test_a_plateau_is_converged_and_a_falling_loss_is_not():
     assert convergence(_rows([5, 3, 2, 2.5, 2.6, 2.7, 2.8, 2.9, 3, 3.1]))["converged"]
 
 
-def test_one_epoch_is_never_converged():
+def test_short_runs_are_never_converged():
     c = convergence(_rows([3.0]))
     assert not c["converged"] and c["rel_improvement"] is None and "too few" in c["why"]
+    flat = convergence(_rows([3.0] * (CONVERGED_MIN_EPOCHS - 1)))  # flat, but too short to call a plateau
+    assert not flat["converged"] and "too few" in flat["why"]
 
 
 @pytest.fixture()
