@@ -258,31 +258,9 @@ def cmd_data(a: argparse.Namespace) -> int:
         from .imagestats import stats_command
 
         return stats_command(a.dir, a.n, a.json)
+    from .data import download
+
     return download(Path(a.out))
-
-
-KAGGLE_ID = "imcr00z/flickr-faces-70k-thumbnails-128x128"
-MANUAL_STEPS = (f"download https://www.kaggle.com/datasets/{KAGGLE_ID} by hand, unzip it, and put the "
-                "images (any layout) under data/flickr/")
-
-
-def download(out: Path) -> int:
-    """Fetch with kagglehub and link the download into ``out``; clear manual steps otherwise."""
-    try:
-        import kagglehub
-    except ImportError:
-        raise UserError(f"kagglehub is not installed (pip install kagglehub); or {MANUAL_STEPS}") from None
-    try:
-        path = Path(kagglehub.dataset_download(KAGGLE_ID))
-    except Exception as e:  # no credentials, no network, ...: kagglehub raises many types
-        raise UserError(f"kagglehub could not download {KAGGLE_ID} ({type(e).__name__}: {e}); "
-                        f"set Kaggle credentials, or {MANUAL_STEPS}") from None
-    if out.exists():
-        raise UserError(f"{out} already exists; the download is at {path}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.symlink_to(path.resolve(), target_is_directory=True)
-    print(f"dataset downloaded to {path}; linked as {out}")
-    return 0
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -365,14 +343,10 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     runs = summary["runs"]
     converged = sum(bool((r.get("convergence") or {}).get("converged")) for r in runs)
     published = f"; published to {readme} and {figures}" if readme else ""
-    print(f"reproduce: {len(runs)} runs ({converged} converged) in {_duration(time.perf_counter() - t0)}; results in "
+    minutes, seconds = divmod(round(time.perf_counter() - t0), 60)
+    print(f"reproduce: {len(runs)} runs ({converged} converged) in {minutes} min {seconds} s; results in "
           f"{out}/REPORT.md and {figures}{published}; next: python -m src report {out} --publish")
     return 0
-
-
-def _duration(s: float) -> str:
-    m, s = divmod(round(s), 60)
-    return f"{m} min {s} s" if m else f"{s} s"
 
 
 def cmd_rd(a: argparse.Namespace) -> int:

@@ -390,3 +390,28 @@ def to_float(batch_uint8):
         batch_uint8 = torch.from_numpy(np.array(batch_uint8))  # copy: memmaps are read-only
     x = batch_uint8.to(torch.float32).div_(255.0)
     return x.unsqueeze(1) if x.ndim == 3 else x
+
+
+# ----------------------------------------------------------------------------- the real dataset
+KAGGLE_ID = "imcr00z/flickr-faces-70k-thumbnails-128x128"
+MANUAL_STEPS = (f"download https://www.kaggle.com/datasets/{KAGGLE_ID} by hand, unzip it, and put the "
+                "images (any layout) under data/flickr/")
+
+
+def download(out: Path) -> int:
+    """Fetch with kagglehub and link the download into ``out``; clear manual steps otherwise."""
+    try:
+        import kagglehub
+    except ImportError:
+        raise UserError(f"kagglehub is not installed (pip install kagglehub); or {MANUAL_STEPS}") from None
+    try:
+        path = Path(kagglehub.dataset_download(KAGGLE_ID))
+    except Exception as e:  # no credentials, no network, ...: kagglehub raises many types
+        raise UserError(f"kagglehub could not download {KAGGLE_ID} ({type(e).__name__}: {e}); "
+                        f"set Kaggle credentials, or {MANUAL_STEPS}") from None
+    if out.exists():
+        raise UserError(f"{out} already exists; the download is at {path}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.symlink_to(path.resolve(), target_is_directory=True)
+    print(f"dataset downloaded to {path}; linked as {out}")
+    return 0
