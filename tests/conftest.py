@@ -1,8 +1,18 @@
 """Shared by the suite: the one rule for the ``slow`` marker, the one finished smoke grid, and the
 counters tests/test_reliability.py fills (printed as one line at the end)."""
+import json
 import shutil
+import time
 
 import pytest
+
+
+def pytest_sessionstart(session) -> None:
+    """Start the forkserver of ``forked_cli`` first, so that it imports torch and ``src`` while the tests are
+    collected, and before anything else (src.data's decode pool) starts a forkserver without them."""
+    import forked_cli
+
+    forked_cli.start()
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -18,17 +28,24 @@ def pytest_collection_modifyitems(config, items) -> None:
 @pytest.fixture(scope="session")
 def smoke_grid(tmp_path_factory):
     """One finished ``reproduce --preset smoke`` for the whole session, to READ only: ROOT/faces (60
-    generated faces), ROOT/runs (the grid, its rd/ curves and figure_data.npz), ROOT/Figures, and
-    ROOT/README.md with its results section replaced. A test that writes uses ``smoke_copy``."""
-    from src.__main__ import main
+    generated faces), ROOT/runs (the grid, its rd/ curves and figure_data.npz), ROOT/Figures,
+    ROOT/README.md with its results section replaced, ROOT/data/.cache (the decoded images; ROOT was the
+    working folder) and ROOT/reproduce_log.json (its stdout lines with the second each arrived, and the
+    total). It runs as its own process with one torch thread (``forked_cli``), as a user's would; a test
+    that writes uses ``smoke_copy``."""
+    from forked_cli import Proc
+
     from src.sample import write_sample
 
     root = tmp_path_factory.mktemp("smoke")
     write_sample(root / "faces", n=60, seed=0, progress=False)
     readme = root / "README.md"
     readme.write_text("# Title\n\nintro\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\n")
-    assert main(["reproduce", "--preset", "smoke", "--data", str(root / "faces"), "--out", str(root / "runs"),
-                 "--figures", str(root / "Figures"), "--readme", str(readme), "--no-progress"]) == 0
+    proc = Proc(["reproduce", "--preset", "smoke", "--device", "cpu", "--data", root / "faces", "--out", root / "runs",
+                 "--figures", root / "Figures", "--readme", readme, "--no-progress"], cwd=root)
+    assert proc.wait() == 0, proc.err[-10:]
+    log = {"lines": proc.out, "seconds": time.monotonic() - proc.t0}
+    (root / "reproduce_log.json").write_text(json.dumps(log))
     return root
 
 

@@ -18,10 +18,8 @@ import re
 import shutil
 import signal
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 import zipfile
@@ -32,63 +30,26 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from forked_cli import WAIT, Proc
 from PIL import Image
 
 import src.train as T
 import src.utils as U
 from src import sample, synthetic
 from src.__main__ import build_parser, main
+from src.checkpoint import CorruptFile, load_torch
 from src.data import load_images
 from src.distributed import RunLock
 from src.experiments import PRESETS, check_output_dir, grid_lock, run_grid
-from src.checkpoint import CorruptFile, load_torch
 from src.results import read_history, read_metrics
 from src.utils import UserError, atomic_path
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
-       "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
 KILLS = int(os.environ.get("RELIABILITY_KILLS", "5"))
-WAIT = 900  # s; a generous ceiling for one subprocess on a loaded 2-core machine
 SMOKE = ["--preset", "smoke", "--no-progress", "--device", "cpu"]
 TEMP = re.compile(r"\..+\.tmp(\.\w+)?")  # atomic_path: .<name>.<random>.tmp; report figures: .<stem>.tmp.png
 
 
 # ----------------------------------------------------------------------------- helpers
-class Proc:
-    """``python -m src ARGS`` run in ``cwd``; stdout lines are timestamped as they arrive."""
-
-    def __init__(self, args, cwd):
-        self.t0 = time.monotonic()
-        self.p = subprocess.Popen([sys.executable, "-m", "src", *map(str, args)], cwd=cwd, env=ENV, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.out: list[tuple[float, str]] = []
-        self.err: list[str] = []
-        self.started = threading.Event()  # set by the first stdout line: imports and start-up are over
-        self.threads = [threading.Thread(target=self._pump, args=(s, s is self.p.stdout), daemon=True)
-                        for s in (self.p.stdout, self.p.stderr)]
-        for t in self.threads:
-            t.start()
-
-    def _pump(self, stream, is_out):
-        for line in stream:
-            if is_out:
-                self.out.append((time.monotonic() - self.t0, line.rstrip("\n")))
-                self.started.set()
-            else:
-                self.err.append(line.rstrip("\n"))
-        self.started.set()  # EOF: the process ended before printing anything
-
-    def wait(self) -> int:
-        rc = self.p.wait(WAIT)
-        for t in self.threads:
-            t.join(10)
-        return rc
-
-    def last_line(self) -> str:
-        return self.out[-1][1] if self.out else "(start-up)"
-
-
 def cli(argv, capsys) -> tuple[int, list[str], str]:
     """``main(argv)`` in-process, seen as a user sees it: (exit code, stderr lines, stdout); warnings on stderr."""
 
@@ -240,24 +201,20 @@ def disk_full(monkeypatch, name: str, after: int = 0, on_fail=None):
 
 
 @pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> Path:
-    """60 generated faces (the smoke preset uses the first 48)."""
-    root = tmp_path_factory.mktemp("faces") / "faces"
-    sample.write_sample(root, n=60, seed=0, progress=False)
-    return root
+def faces(smoke_grid) -> Path:
+    """60 generated faces (the smoke preset uses the first 48); read only."""
+    return smoke_grid / "faces"
 
 
 @pytest.fixture(scope="module")
-def smoke(faces, tmp_path_factory):
-    """One uninterrupted ``reproduce --preset smoke`` of ``faces`` (subprocess, CPU), timed."""
-    root = tmp_path_factory.mktemp("smoke")
-    proc = Proc(["reproduce", *SMOKE, "--data", faces, "--out", root / "ref"], cwd=root)
-    assert proc.wait() == 0, proc.err[-10:]
-    total = time.monotonic() - proc.t0
-    summary = json.loads((root / "ref" / "summary.json").read_text())
+def smoke(smoke_grid):
+    """The session's uninterrupted ``reproduce --preset smoke`` (tests/conftest.py: its own process, CPU, one
+    torch thread, like every ``Proc`` here), with the steps of its timed log."""
+    summary = json.loads((smoke_grid / "runs" / "summary.json").read_text())
     assert len(summary["runs"]) == 16
-    return SimpleNamespace(root=root, data=faces, ref=root / "ref", summary=summary, cache=root / "data",
-                           phases=phases(proc.out, total))
+    log = json.loads((smoke_grid / "reproduce_log.json").read_text())
+    return SimpleNamespace(root=smoke_grid, data=smoke_grid / "faces", ref=smoke_grid / "runs", summary=summary,
+                           cache=smoke_grid / "data", phases=phases(log["lines"], log["seconds"]))
 
 
 def phase_key(line: str) -> str:
@@ -321,7 +278,7 @@ def kill_and_resume(smoke, tmp_path, reliability, n_kills: int, seed: int):
         assert len(log) < 3 * n_kills, "the grid kept finishing before the kill moments"
         step, offset = targets[min(kills, n_kills - 1)]
         proc, seen, trigger = Proc(args, cwd), 0, None
-        while proc.p.poll() is None:
+        while proc.poll() is None:
             for _, line in proc.out[seen:]:
                 at = index.get(phase_key(line), -1)
                 if trigger is None and at >= step:  # a later step: the target one had nothing left to do
@@ -329,7 +286,7 @@ def kill_and_resume(smoke, tmp_path, reliability, n_kills: int, seed: int):
                     trigger, hit = time.monotonic() + delay, f"{steps[at][0]} + {delay:.2f}s"
             seen = len(proc.out)
             if trigger is not None and time.monotonic() >= trigger:
-                proc.p.send_signal(signal.SIGKILL)
+                proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.01)
         rc = proc.wait()
@@ -451,10 +408,13 @@ def test_corrupt_artifacts_are_detected_and_redone_with_a_warning(smoke, tmp_pat
     reliability["corrupted"] += 1
     untouched = {r["run"]: file_bytes(out / r["run"]) for r in smoke.summary["runs"] if r["run"] not in damaged}
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the reference grid ran: the same float32 sums, so equal means bit for bit
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         summary = run_grid(PRESETS["smoke"], out, data_root=str(smoke.data), device="cpu", progress=False,
                            log=lambda *_: None)
+    torch.set_num_threads(threads)
     messages = [str(w.message) for w in rec]
     for run, expect in damaged.items():
         assert any(run in msg and re.search(expect, msg) for msg in messages), (run, messages)
@@ -676,37 +636,37 @@ def test_second_reproduce_shares_the_grid_and_one_of_another_grid_is_refused(fac
     try:
         deadline = time.monotonic() + WAIT
         while True:  # stop the first while it holds a run, mid-grid, for as long as this test needs
-            assert first.p.poll() is None and time.monotonic() < deadline, first.err[-5:]
-            first.p.send_signal(signal.SIGSTOP)
-            while Path(f"/proc/{first.p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert first.poll() is None and time.monotonic() < deadline, first.err[-5:]
+            first.send_signal(signal.SIGSTOP)
+            while Path(f"/proc/{first.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
                 time.sleep(0.001)  # stopped for sure: what it holds now, it holds until SIGCONT
             held = held_runs(out)
             if held:
                 break
-            first.p.send_signal(signal.SIGCONT)
+            first.send_signal(signal.SIGCONT)
             time.sleep(0.02)
         before = snapshot(out)
         other = Proc(["reproduce", *SMOKE, "--seeds", "2", "--data", faces, "--out", out], tmp_path)
         reliability["other_faults"] += 1
         assert other.wait() == 2
         assert len(other.err) == 1 and other.err[0].startswith("error: another process is writing"), other.err
-        assert f"pid {first.p.pid} " in other.err[0] and str(out) in other.err[0]
+        assert f"pid {first.pid} " in other.err[0] and str(out) in other.err[0]
         with pytest.raises(UserError, match="another process is writing"), grid_lock(out):  # in one process too
             pass
         assert snapshot(out) == before  # the refused writers wrote nothing
         reliability["intact"] += 1
         second = Proc(args, tmp_path)
         while not any(line.endswith("waiting for it") for _, line in second.out):
-            assert second.p.poll() is None and time.monotonic() < deadline, second.err[-5:]
+            assert second.poll() is None and time.monotonic() < deadline, second.err[-5:]
             time.sleep(0.02)
     finally:
-        first.p.send_signal(signal.SIGKILL)
-        first.p.send_signal(signal.SIGCONT)
+        first.send_signal(signal.SIGKILL)
+        first.send_signal(signal.SIGCONT)
         first.wait()
     assert second.wait() == 0, second.err[-10:]  # it finished the run the killed first held
     final = json.loads((out / "summary.json").read_text())
     assert comparable_summary(final) == comparable_summary(smoke.summary)
-    assert all((out / run / ".lock").read_text().startswith(f"pid {second.p.pid} ") for run in held)
+    assert all((out / run / ".lock").read_text().startswith(f"pid {second.pid} ") for run in held)
     reliability["intact"] += 1
     with grid_lock(out):  # the locks die with their holders
         pass

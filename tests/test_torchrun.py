@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from forked_cli import Proc
 
 from src import distributed as D
 from src.config import PRESETS
@@ -47,24 +48,16 @@ def trained_by(out: Path) -> dict[str, str]:
     return {d.name: (d / ".lock").read_text() for d in sorted(out.iterdir()) if (d / ".lock").is_file()}
 
 
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory):
-    """60 generated faces and the smoke grid trained by one plain process (``run_grid``)."""
-    from src.sample import write_sample
-
-    root = tmp_path_factory.mktemp("torchrun")
-    write_sample(root / "faces", n=60, seed=0, progress=False)
-    code = ("from src.experiments import PRESETS, run_grid; "
-            f"run_grid(PRESETS['smoke'], {str(root / 'ref')!r}, {str(root / 'faces')!r}, 'cpu', progress=False)")
-    p = subprocess.run([sys.executable, "-c", code], cwd=root, env=ENV, capture_output=True, text=True, timeout=WAIT)
-    assert p.returncode == 0, p.stderr[-2000:]
-    return root, comparable(json.loads((root / "ref" / "summary.json").read_text()))
+@pytest.fixture
+def reference(smoke_grid):
+    """The session's smoke grid (tests/conftest.py: one plain process, one torch thread) and its faces."""
+    return smoke_grid, comparable(json.loads((smoke_grid / "runs" / "summary.json").read_text()))
 
 
 def test_two_ranks_share_the_grid_and_give_the_one_process_summary(reference, tmp_path):
     root, ref = reference
     out = tmp_path / "out"
-    p = subprocess.run([*TORCHRUN, *reproduce(root / "faces", out)], cwd=root, env=ENV, capture_output=True,
+    p = subprocess.run([*TORCHRUN, *reproduce(root / "faces", out)], cwd=tmp_path, env=ENV, capture_output=True,
                        text=True, timeout=WAIT)
     assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])
     assert comparable(json.loads((out / "summary.json").read_text())) == ref
@@ -82,7 +75,7 @@ def test_two_ranks_share_the_grid_and_give_the_one_process_summary(reference, tm
 def test_killed_rank_then_one_process_finishes_exactly_the_missing_runs(reference, tmp_path):
     root, ref = reference
     out = tmp_path / "out"
-    launch = subprocess.Popen([*TORCHRUN, *reproduce(root / "faces", out)], cwd=root, env=ENV, text=True,
+    launch = subprocess.Popen([*TORCHRUN, *reproduce(root / "faces", out)], cwd=tmp_path, env=ENV, text=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     victim, deadline = None, time.monotonic() + WAIT
     try:
@@ -101,10 +94,9 @@ def test_killed_rank_then_one_process_finishes_exactly_the_missing_runs(referenc
     finished = {run: t for run, t in trained_by(out).items() if (out / run / "metrics.json").exists()}
     assert 0 < len(finished) < 16 and not (out / "summary.json").exists()
 
-    p = subprocess.run([sys.executable, *reproduce(root / "faces", out)], cwd=root, env=ENV, capture_output=True,
-                       text=True, timeout=WAIT)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert f"{len(finished)} of 16 runs already finished; {16 - len(finished)} to do" in p.stdout
+    p = Proc(reproduce(root / "faces", out)[2:], tmp_path)  # one plain process (forked: no start-up imports)
+    assert p.wait() == 0, p.err[-10:]
+    assert any(f"{len(finished)} of 16 runs already finished; {16 - len(finished)} to do" in line for _, line in p.out)
     assert comparable(json.loads((out / "summary.json").read_text())) == ref
     after = trained_by(out)
     assert all(after[run] == t for run, t in finished.items())  # finished runs were not touched
