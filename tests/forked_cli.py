@@ -26,6 +26,7 @@ from pathlib import Path
 
 import matplotlib.figure  # noqa: F401 - warm imports: every child inherits them from the forkserver
 import torch
+import torch._dynamo  # noqa: F401 - what torch.optim imports on the first optimizer (about 1.5 s)
 from tqdm import tqdm
 
 import src.claims

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from ..results import (MODEL_LABEL, REG_LABEL, Store, aggregate, levels, load_rd, load_summary, read_figure_data,
                        read_history, runs_by_cell)
@@ -57,6 +58,22 @@ def _grid(rows: list[tuple[str, np.ndarray, list[str] | None]], path: Path, titl
     return save(fig, path)
 
 
+class _PlainLog(LogFormatter):
+    """Labels the ticks matplotlib's log formatter would label, as plain numbers: 0.02, not 2×10⁻² (easier
+    to read, and no mathtext to lay out)."""
+
+    def __call__(self, x, pos=None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _log(ax, which: str, base: float = 10) -> None:
+    """A log scale on the ``which`` ("x" or "y") axis of ``ax``, labelled by ``_PlainLog``."""
+    getattr(ax, f"set_{which}scale")("log", base=base)
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(_PlainLog(base=base, labelOnlyBase=False))
+    axis.set_minor_formatter(_PlainLog(base=base, labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
 def _captions(store: Store, run: str, cond: str, n: int) -> list[str] | None:
     """"PSNR dB / SSIM" of the first ``n`` test images of ``run`` under ``cond`` (None if not stored)."""
     if not store.has(run, "test", cond, "psnr"):
@@ -93,7 +110,8 @@ def loss_figures(runs_dir: Path, summary: dict, figures: Path, model: str) -> li
                 ax.plot([r["epoch"] for r in h], [r[key] for r in h], label=REG_LABEL[reg], marker=".")
             ax.set(title=f"{MODEL_LABEL[model]} {title} (clean-trained)", xlabel="epoch",
                    ylabel="MSE per pixel" if model == "ae" else "BCE + KL per image")
-            ax.set_yscale("log")
+            _log(ax, "y")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
@@ -234,7 +252,7 @@ def sweep_figure(rows: list[dict], sweeps: list[str], path: Path, label: str, re
                       "test" if split == "test" else "validation")
             if reference and (model, metric) in reference:
                 ax.axhline(reference[(model, metric)], color="gray", lw=0.8, ls=":", label="no regularization (test)")
-            ax.set_xscale("log", base=10 if s in ("l1", "l2", "beta") else 2)
+            _log(ax, "x", base=10 if s in ("l1", "l2", "beta") else 2)
             ax.set(title=f"{MODEL_LABEL[model]}: {metric.upper()} vs {SWEEP_LABEL[s]}", xlabel=SWEEP_LABEL[s])
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -268,7 +286,7 @@ def rd_figures(runs_dir: str | Path, figures: str | Path) -> list[Path]:
             ax.plot(r["bpp"], r[metric], marker=marker, ms=3 if variant else 4, color=color,
                     ls="--" if variant else "-", lw=0.9 if variant else 1.5, alpha=0.7 if variant else 1,
                     label=c["name"])
-        ax.set_xscale("log")
+        _log(ax, "x")
         ax.set(xlabel="bits per pixel (real bytes × 8 / pixels)", ylabel="PSNR (dB)" if metric == "psnr" else "SSIM",
                title=f"{metric.upper()} vs rate: {index['dataset']}, preset {index['preset']}, "
                      f"{index['n_test']} test images")
