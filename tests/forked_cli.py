@@ -9,7 +9,8 @@ thread (torchrun's default when several processes share a node: float32 sums are
 same order in every process, so results compare bit for bit). Its stdout and stderr go to files that
 ``Proc`` reads back line by line, with the time each line arrived.
 
-The real entry point is still run as ``python -m src`` in tests/test_cli.py and tests/test_torchrun.py.
+The real entry point, ``python -m src``, still runs as a subprocess in every torchrun rank of
+tests/test_torchrun.py.
 """
 from __future__ import annotations
 
