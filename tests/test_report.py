@@ -93,6 +93,8 @@ def test_readme_section_is_replaced_between_markers_and_labelled(smoke_grid):
     assert "synthetic sample" in section and "not Flickr-Faces numbers" in section
     assert "Preset `smoke`" in section and "2 epochs" in section
     assert "](Figures/AE_reg_images2.png)" in section
+    started = json.loads((smoke_grid / "runs" / "summary.json").read_text())["grid"]["started"][:10]
+    assert re.search(rf"\(grid started {started}; report written \d{{4}}-\d\d-\d\d\)", section)  # when trained
 
 
 def test_rerunning_a_finished_grid_trains_nothing(smoke_grid, smoke_copy, monkeypatch):
