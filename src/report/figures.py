@@ -46,7 +46,7 @@ def _grid(rows: list[tuple[str, np.ndarray, list[str] | None]], path: Path, titl
             strip[:, c * (s + g):c * (s + g) + s] = imgs[c]
         bottom = height - top - (r + 1) * row_h + (row_h - side) * 0.75
         ax = fig.add_axes((left / width, bottom / height, (strip_w / s * side) / width, side / height))
-        ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.imshow(strip, cmap="gray", vmin=0, vmax=255)
         ax.set_axis_off()
         for c in range(k):
             x0 = c * (s + g) - 0.5
