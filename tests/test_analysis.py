@@ -240,6 +240,18 @@ def test_tables_mark_cells_with_an_unconverged_run_and_count_them(tmp_path):
                                       "less than 1% over the last 20 of 200 epochs).")
 
 
+def test_sweep_table_marks_values_with_an_unconverged_run_and_counts_them():
+    def row(value, seed, converged):
+        clean = {"psnr": 20.0 + value, "ssim": 0.5, "mse": 0.01}
+        return {"sweep": "latent", "model": "vae", "value": value, "seed": seed, "penalty_share": 0.0,
+                "metrics": {"val": {"clean": clean}, "test": {"clean": clean}, "convergence": {"converged": converged}}}
+
+    rows = [row(16, 0, True), row(16, 1, True), row(64, 0, True), row(64, 1, False)]
+    table = T.sweeps_markdown(rows).splitlines()
+    assert table[0].startswith("| Sweep | Model | Value | seeds (converged) |")
+    assert [r.split(" | ")[2:4] for r in table[2:]] == [["16", "2 (2)"], ["64 †", "2 (1)"]]
+    assert T.convergence_note([r["metrics"] for r in rows]).startswith("**3 of 4 runs converged**")
+
 def _comp(model, reg, level, metric, direction):
     return {"model": model, "reg": reg, "level": level, "metric": metric, "direction": direction,
             "diff": 0.5 * direction, "significant": direction != 0}

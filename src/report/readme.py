@@ -215,7 +215,7 @@ def analysis_markdown(runs_dir: Path, summary: dict, figures_rel: str, rows: lis
                   "λ grids are per model: the AE's loss is a per-pixel mean, the VAE's is summed per image, so "
                   "the same λ weighs thousands of times less for the VAE. The last column is the penalty / "
                   "reconstruction-loss ratio at the best epoch, from the runs' history.csv.", "",
-                  sweeps_markdown(sweeps), ""]
+                  convergence_note([r["metrics"] for r in sweeps]), "", sweeps_markdown(sweeps), ""]
         lines += [f"![{n}]({figures_rel}/{n}.png)" for n, names in SWEEP_FIGURES.items()
                   if any(r["sweep"] in names for r in sweeps)] + [""]
     zt = sampled_z_table(claims["sampled_z"])

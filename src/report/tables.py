@@ -200,7 +200,9 @@ def sampled_z_sentence(counts: dict[str, list[int]], n: int) -> str:
 
 
 def sweeps_markdown(rows: list[dict]) -> str:
-    lines = head(["Sweep", "Model", "Value", "seeds", "PSNR val", "PSNR test", "SSIM test", "penalty / recon. loss"])
+    """One row per sweep value (mean ± std over seeds); † marks a row with a run that has not converged."""
+    lines = head(["Sweep", "Model", "Value", "seeds (converged)", "PSNR val", "PSNR test", "SSIM test",
+                  "penalty / recon. loss"])
     keys = sorted({(r["sweep"], r["model"], r["value"]) for r in rows},
                   key=lambda k: (list(SWEEP_LABEL).index(k[0]), k[1], k[2]))
     for s, model, v in keys:
@@ -208,8 +210,9 @@ def sweeps_markdown(rows: list[dict]) -> str:
         cells = [fmt(m, mean_std([r["metrics"][split]["clean"][m] for r in pts]))
                  for split, m in (("val", "psnr"), ("test", "psnr"), ("test", "ssim"))]
         share = f"{np.mean([r['penalty_share'] for r in pts]):.2g}" if s in ("l1", "l2") else "—"
-        lines.append(f"| {SWEEP_LABEL[s]} | {MODEL_LABEL[model]} | {v:g} | {len(pts)} | " + " | ".join(cells)
-                     + f" | {share} |")
+        ok = sum(bool((r["metrics"].get("convergence") or {}).get("converged")) for r in pts)
+        lines.append(f"| {SWEEP_LABEL[s]} | {MODEL_LABEL[model]} | {v:g}{DAGGER if ok < len(pts) else ''} | "
+                     f"{len(pts)} ({ok}) | " + " | ".join(cells) + f" | {share} |")
     return "\n".join(lines)
 
 
