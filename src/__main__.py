@@ -337,9 +337,10 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         run_analysis(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
     if not distributed.is_main():  # under torchrun, rank 0 alone computes the curves and writes the report
         return 0
-    if not analysis:  # the analysis report has no rate-distortion section: its CPU budget goes to the sweeps
-        _rd(out, a.rd_sweep or preset.name, "auto", a.device, force=False)  # current curves: nothing to do
-    _report(out, figures, readme)
+    with distributed.one_at_a_time(out / ".lock.report", "curves and report"):  # another launch of this grid
+        if not analysis:  # the analysis report has no rate-distortion section: its budget goes to the sweeps
+            _rd(out, a.rd_sweep or preset.name, "auto", a.device, force=False)  # current curves: nothing to do
+        _report(out, figures, readme)
     runs = summary["runs"]
     converged = sum(bool((r.get("convergence") or {}).get("converged")) for r in runs)
     published = f"; published to {readme} and {figures}" if readme else ""

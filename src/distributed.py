@@ -205,6 +205,18 @@ def grid_lock(out: Path, grid: str | None = None) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def one_at_a_time(path: Path, what: str, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the lock file ``path`` alone; if another process holds it, say whom ``what`` waits for, and wait."""
+    with open(path, "a+") as f:
+        if not _try(f, fcntl.LOCK_EX):
+            f.seek(0)
+            log(f"{what}: waiting for {f.read().strip() or 'another process'} to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        _write(f, _who())
+        yield
+
+
 class RunLock:
     """``RUN/.lock``: held by the one process that trains or evaluates the run."""
 

@@ -672,6 +672,31 @@ def test_second_reproduce_shares_the_grid_and_one_of_another_grid_is_refused(fac
         pass
 
 
+def test_two_launches_of_a_finished_grid_write_the_curves_and_report_one_after_the_other(smoke_copy, faces,
+                                                                                         reliability):
+    """After the runs, a launch computes the curves and writes the report alone: a second launch that gets
+    there meanwhile says whom it waits for and waits (this test holds the lock, as such a launch would)."""
+    from src.distributed import one_at_a_time
+
+    out = smoke_copy / "runs"
+    report = out / "REPORT.md"
+    before = report.stat().st_mtime_ns
+    with one_at_a_time(out / ".lock.report", "test"):
+        proc = Proc(["reproduce", *SMOKE, "--data", faces, "--out", out], smoke_copy)
+        deadline = time.monotonic() + WAIT
+        while not any(line.startswith("curves and report: waiting for pid ") for _, line in proc.out):
+            assert proc.poll() is None and time.monotonic() < deadline, (proc.out[-3:], proc.err[-5:])
+            time.sleep(0.02)
+        waiting = next(line for _, line in proc.out if "waiting for" in line)
+        assert f"pid {os.getpid()} on " in waiting and waiting.endswith(" to finish")
+        time.sleep(0.3)
+        assert proc.poll() is None and report.stat().st_mtime_ns == before  # still waiting, nothing written
+        reliability["other_faults"] += 1
+    assert proc.wait() == 0, proc.err[-10:]
+    assert report.stat().st_mtime_ns > before and any(line.startswith("report: ") for _, line in proc.out)
+    reliability["intact"] += 1
+
+
 # ----------------------------------------------------------------------------- 6. divergence
 def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(faces, tmp_path, monkeypatch, capsys,
                                                                        reliability, every_epoch):
