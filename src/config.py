@@ -76,7 +76,7 @@ class TrainConfig:
     amp: bool = False           # bf16 autocast of the training forward pass (evaluation stays float32)
     channels_last: bool = False  # NHWC memory layout for the model and its inputs (conv models)
     compile: bool = False       # torch.compile the model (the first epoch pays the compile time)
-    checkpoint_s: float = 60.0  # write last.pt / best.pt at most this often, and after the last epoch; 0 = every epoch
+    checkpoint_s: float = 60.0  # min. seconds between last.pt/best.pt writes (kept <= 5% of the time); 0 = every epoch
     fused_adam: bool = True     # Adam's update as one fused kernel per tensor (CPU, CUDA); False = torch's op-by-op loop
 
     def __post_init__(self) -> None:

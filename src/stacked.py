@@ -35,9 +35,20 @@ from tqdm import tqdm
 from . import noise
 from .data import to_float
 from .models import build_model
-from .train import (RunConfig, RunObjective, TrainingDiverged, checkpoint_due, epoch_permutation,
-                    make_optimizer, pick_device, resident_split, run_generator, start_run, train_step,
-                    validation_loss)
+from .train import (
+    CheckpointClock,
+    RunConfig,
+    RunObjective,
+    TrainingDiverged,
+    epoch_permutation,
+    make_optimizer,
+    pick_device,
+    resident_split,
+    run_generator,
+    start_run,
+    train_step,
+    validation_loss,
+)
 from .utils import UserError, set_seed
 
 # What may differ between the runs of one stack (everything else must be equal).
@@ -210,7 +221,7 @@ def _train_group(group: list[_Member], start: int, train_u8: torch.Tensor, val_u
         + ", ".join(m.run.run_dir.name for m in group))
     bar = tqdm(range(start, tc.epochs + 1), desc=f"{len(group)} runs", disable=not tc.progress, unit="epoch",
                initial=start - 1, total=tc.epochs)
-    saved_at = time.perf_counter()
+    clock = CheckpointClock(tc)
     for epoch in bar:
         t0 = time.perf_counter()
         trs = train_stack_epoch(stack, optimizer, train_u8, [m.cfg for m in group], epoch)
@@ -226,11 +237,11 @@ def _train_group(group: list[_Member], start: int, train_u8: torch.Tensor, val_u
             except TrainingDiverged as e:
                 m.error, m.final_state = e, states[g]
                 log(f"{m.run.run_dir.name}: {e}; the other runs go on")
-        if checkpoint_due(epoch, tc, saved_at):
-            full = optimizer.state_dict()
-            for g in keep:
-                group[g].run.save(states[g], slice_optimizer_state(full, g), epoch)
-            saved_at = time.perf_counter()
+        if clock.due(epoch):
+            with clock.saving():
+                full = optimizer.state_dict()
+                for g in keep:
+                    group[g].run.save(states[g], slice_optimizer_state(full, g), epoch)
         for g in keep:
             group[g].run.write_history()
             group[g].final_state = states[g]

@@ -28,9 +28,10 @@ import io
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -297,10 +298,32 @@ def resident_split(images: np.ndarray, runs: list[RunState], device: torch.devic
     return train_u8, torch.from_numpy(np.ascontiguousarray(images[split["val"]])).to(device)
 
 
-def checkpoint_due(epoch: int, tc: TrainConfig, saved_at: float) -> bool:
-    """A VAE checkpoint (weights + Adam moments) is ~200 MB: written every epoch it costs more than a
-    fast epoch, so last.pt / best.pt are written at most every checkpoint_s and after the last epoch."""
-    return epoch == tc.epochs or time.perf_counter() - saved_at >= tc.checkpoint_s
+SAVE_SHARE = 0.05  # checkpoint writes may take at most this share of the training time
+
+
+class CheckpointClock:
+    """When to write last.pt / best.pt. A VAE checkpoint (weights + Adam moments) is ~100 MB, a stack of 48
+    of them several GB: written every epoch, that costs more than a fast epoch. So a checkpoint is written
+    after the last epoch, and otherwise at most every ``checkpoint_s`` seconds and never more often than keeps
+    the writes under ``SAVE_SHARE`` of the time (20x the last write's duration); every epoch if ``checkpoint_s``
+    is 0."""
+
+    def __init__(self, tc: TrainConfig, now: Callable[[], float] = time.perf_counter) -> None:
+        self.tc, self.now = tc, now
+        self.saved_at, self.save_s = now(), 0.0
+
+    def due(self, epoch: int) -> bool:
+        if epoch == self.tc.epochs or self.tc.checkpoint_s == 0:
+            return True
+        return self.now() - self.saved_at >= max(self.tc.checkpoint_s, self.save_s / SAVE_SHARE)
+
+    @contextmanager
+    def saving(self) -> Iterator[None]:
+        """Around a write: times it, and restarts the interval when it ends."""
+        t0 = self.now()
+        yield
+        self.saved_at = self.now()
+        self.save_s = self.saved_at - t0
 
 
 def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool = False,
@@ -332,15 +355,15 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
         model.compile()  # in place: state_dict keys and parameters stay those of the plain model
     bar = tqdm(range(run.start_epoch, cfg.train.epochs + 1), desc=run.run_dir.name, disable=not cfg.train.progress,
                unit="epoch", initial=run.start_epoch - 1, total=cfg.train.epochs)
-    saved_at = time.perf_counter()
+    clock = CheckpointClock(cfg.train)
     for epoch in bar:
         t0 = time.perf_counter()
         tr = train_one_epoch(model, optimizer, train_u8, cfg, epoch)
         va = validation_loss(model, val_u8, cfg)
         run.end_epoch(epoch, tr, va, time.perf_counter() - t0, lambda: copy.deepcopy(model.state_dict()))
-        if checkpoint_due(epoch, cfg.train, saved_at):
-            run.save(model.state_dict(), optimizer.state_dict(), epoch)
-            saved_at = time.perf_counter()
+        if clock.due(epoch):
+            with clock.saving():
+                run.save(model.state_dict(), optimizer.state_dict(), epoch)
         run.write_history()
         bar.set_postfix(train=f"{tr['loss']:.4g}", val=f"{va['loss']:.4g}", best=run.best_epoch)
     return run.result(model)

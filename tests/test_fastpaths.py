@@ -139,6 +139,27 @@ def test_checkpoints_are_throttled_but_always_written_after_the_last_epoch(tmp_p
     assert all(torch.equal(best["model"][k], v) for k, v in res["best_state"].items())
 
 
+def test_checkpoint_clock_keeps_writes_under_a_twentieth_of_the_time():
+    from src.config import TrainConfig
+    from src.train import SAVE_SHARE, CheckpointClock
+
+    t = [0.0]  # a hand-moved clock: the rule, not this machine's speed
+    clock = CheckpointClock(TrainConfig(epochs=100, checkpoint_s=60), now=lambda: t[0])
+    t[0] = 59.9
+    assert not clock.due(1)
+    t[0] = 60.0
+    assert clock.due(2)
+    with clock.saving():
+        t[0] += 10.0  # a 10 s write (a big stack): the next one waits 10 / SAVE_SHARE = 200 s, not 60
+    assert SAVE_SHARE == 0.05
+    t[0] += 199.0
+    assert not clock.due(3)
+    t[0] += 1.0
+    assert clock.due(4)
+    assert clock.due(100)  # the last epoch is always written
+    assert CheckpointClock(TrainConfig(epochs=100, checkpoint_s=0), now=lambda: t[0]).due(5)  # 0 = every epoch
+
+
 @pytest.mark.parametrize("every,saved", [(0.0, 2), (1e9, None)])
 def test_divergence_names_the_checkpoint_actually_on_disk(tmp_path, faces, monkeypatch, every, saved):
     import src.train as T
