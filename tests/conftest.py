@@ -7,12 +7,14 @@ import time
 import pytest
 
 
-def pytest_sessionstart(session) -> None:
-    """Start the forkserver of ``forked_cli`` first, so that it imports torch and ``src`` while the tests are
-    collected, and before anything else (src.data's decode pool) starts a forkserver without them."""
-    import forked_cli
+def pytest_collection_finish(session) -> None:
+    """If a collected test uses the smoke grid (every ``forked_cli.Proc`` user does), start the forkserver of
+    ``forked_cli`` now: it imports torch and ``src`` in the background while the first tests run, and it is
+    started before anything else (src.data's decode pool) could start a forkserver without them."""
+    if any("smoke_grid" in getattr(item, "fixturenames", ()) for item in session.items):
+        import forked_cli
 
-    forked_cli.start()
+        forked_cli.start()
 
 
 def pytest_collection_modifyitems(config, items) -> None:
