@@ -35,20 +35,8 @@ from tqdm import tqdm
 from . import noise
 from .data import to_float
 from .models import build_model
-from .train import (
-    CheckpointClock,
-    RunConfig,
-    RunObjective,
-    TrainingDiverged,
-    epoch_permutation,
-    make_optimizer,
-    pick_device,
-    resident_split,
-    run_generator,
-    start_run,
-    train_step,
-    validation_loss,
-)
+from .train import (CheckpointClock, RunConfig, RunObjective, TrainingDiverged, epoch_permutation, make_optimizer,
+                    pick_device, resident_split, run_generator, start_run, train_step, validation_loss)
 from .utils import UserError, set_seed
 
 # What may differ between the runs of one stack (everything else must be equal).

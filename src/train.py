@@ -302,7 +302,7 @@ SAVE_SHARE = 0.05  # checkpoint writes may take at most this share of the traini
 
 
 class CheckpointClock:
-    """When to write last.pt / best.pt. A VAE checkpoint (weights + Adam moments) is ~100 MB, a stack of 48
+    """When to write last.pt / best.pt. A VAE checkpoint (weights + Adam moments) is ~200 MB, a stack of 48
     of them several GB: written every epoch, that costs more than a fast epoch. So a checkpoint is written
     after the last epoch, and otherwise at most every ``checkpoint_s`` seconds and never more often than keeps
     the writes under ``SAVE_SHARE`` of the time (20x the last write's duration); every epoch if ``checkpoint_s``
