@@ -410,11 +410,13 @@ def test_corrupt_artifacts_are_detected_and_redone_with_a_warning(smoke, tmp_pat
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the reference grid ran: the same float32 sums, so equal means bit for bit
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        summary = run_grid(PRESETS["smoke"], out, data_root=str(smoke.data), device="cpu", progress=False,
-                           log=lambda *_: None)
-    torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            summary = run_grid(PRESETS["smoke"], out, data_root=str(smoke.data), device="cpu", progress=False,
+                               log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
     messages = [str(w.message) for w in rec]
     for run, expect in damaged.items():
         assert any(run in msg and re.search(expect, msg) for msg in messages), (run, messages)
