@@ -22,7 +22,6 @@ import inspect
 import os
 import re
 import sys
-import time
 import warnings
 from dataclasses import fields
 from pathlib import Path
@@ -303,109 +302,42 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _outputs(a: argparse.Namespace, out: Path) -> tuple[Path, str | None]:
-    """(figure folder, README or None): the run folder's own unless publishing."""
-    figures = Path(a.figures) if a.figures else (Path("Figures") if a.publish else out / "Figures")
-    readme = a.readme if a.readme is not None else ("README.md" if a.publish else None)
-    return figures, readme or None
-
-
 def cmd_reproduce(a: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from .pipeline import outputs, reproduce
 
-    from .config import PRESETS, set_fields
-
-    t0 = time.perf_counter()
-    preset = PRESETS[a.preset]
-    if a.seeds is not None:
-        preset = replace(preset, seeds=tuple(range(a.seeds)))
-    preset = set_fields(preset, a.set)
-    if a.parallel_runs is not None and a.parallel_runs < 0:
-        raise UserError(f"--parallel-runs must be >= 0 (0 = all runs of a model together), got {a.parallel_runs}")
-    out = Path(a.out or f"runs/{preset.name}")
-    figures, readme = _outputs(a, out)
-
-    from . import distributed
-    from .experiments import run_grid
-
-    summary = run_grid(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress,
-                       parallel_runs=a.parallel_runs)
-    analysis = preset.name.startswith("analysis")
-    if analysis:  # every rank: the sweeps are shared like the grid's runs
-        from .sweeps import run_analysis
-
-        run_analysis(preset, out, data_root=a.data, device=a.device, progress=not a.no_progress)
-    if not distributed.is_main():  # under torchrun, rank 0 alone computes the curves and writes the report
+    out = Path(a.out or f"runs/{a.preset}")
+    figures, readme = outputs(out, a.publish, a.figures, a.readme)
+    r = reproduce(a.preset, out, data=a.data, device=a.device, seeds=a.seeds, settings=a.set,
+                  parallel_runs=a.parallel_runs, rd_sweep=a.rd_sweep, figures=figures, readme=readme,
+                  progress=not a.no_progress)
+    if r["report"] is None:  # under torchrun: rank 0 says it
         return 0
-    with distributed.one_at_a_time(out / ".lock.report", "curves and report"):  # another launch of this grid
-        if not analysis:  # the analysis report has no rate-distortion section: its budget goes to the sweeps
-            _rd(out, a.rd_sweep or preset.name, "auto", a.device, force=False)  # current curves: nothing to do
-        _report(out, figures, readme)
-    runs = summary["runs"]
-    converged = sum(bool((r.get("convergence") or {}).get("converged")) for r in runs)
     published = f"; published to {readme} and {figures}" if readme else ""
-    minutes, seconds = divmod(round(time.perf_counter() - t0), 60)
-    print(f"reproduce: {len(runs)} runs ({converged} converged) in {minutes} min {seconds} s; results in "
+    minutes, seconds = divmod(round(r["seconds"]), 60)
+    print(f"reproduce: {r['runs']} runs ({r['converged']} converged) in {minutes} min {seconds} s; results in "
           f"{out}/REPORT.md and {figures}{published}; next: python -m src report {out} --publish")
     return 0
 
 
 def cmd_rd(a: argparse.Namespace) -> int:
-    from .results import load_summary, preset_of
+    from .pipeline import rd
 
-    preset = a.sweep or preset_of(load_summary(Path(a.runs_dir)).get("grid")).get("name", "quick")
-    _rd(Path(a.runs_dir), preset, a.coder, a.device)
+    rd(a.runs_dir, a.sweep, a.coder, a.device)
     return 0
 
 
-def _rd(out: Path, preset: str, coder: str, device: str, force: bool = True) -> None:
-    from dataclasses import replace
-
-    from .config import RD_PRESETS, RDConfig
-    from .rd import run_rd
-    from .train import pick_device
-
-    index = run_rd(out, replace(RD_PRESETS.get(preset, RDConfig()), coder=coder), device=pick_device(device),
-                   force=force)
-    print(f"rd: {len(index['methods'])} curves on {index['n_test']} test images in {out / 'rd'}")
-
-
 def cmd_analyze(a: argparse.Namespace) -> int:
-    from .claims import check_claims
-    from .figdata import write_figure_data
-    from .report import analysis_report
-    from .sweeps import noise_sweep
-    from .train import pick_device
+    from .pipeline import analyze
 
-    runs_dir = Path(a.runs_dir)
-    noise_sweep(runs_dir, pick_device(a.device))
-    write_figure_data(runs_dir)
-    check_claims(runs_dir)
-    written = analysis_report(runs_dir, Path(a.figures) if a.figures else runs_dir / "Figures", readme=None,
-                              grid_figures=False)
-    print(f"analyze: {len(written)} files written; tables and verdicts in {runs_dir / 'analysis.md'}")
+    analyze(a.runs_dir, a.figures, a.device)
     return 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:
+    from .pipeline import outputs, report
+
     out = Path(a.runs_dir)
-    figures, readme = _outputs(a, out)
-    return _report(out, figures, readme)
-
-
-def _report(out: Path, figures: Path, readme: str | None) -> int:
-    from .claims import check_claims
-    from .figdata import write_figure_data
-    from .report import report
-    from .results import is_analysis, load_summary
-
-    summary = load_summary(out)
-    write_figure_data(out, summary)  # the shown images, from the weights (kept as is in a weight-free bundle)
-    if is_analysis(summary):
-        check_claims(out, summary)  # its verdicts and paired tables, read by the analysis report
-    written = report(out, figures, Path(readme) if readme else None)
-    print(f"report: {len(written)} files written under {figures} and {out / 'REPORT.md'}"
-          + (f"; {readme} updated" if readme else ""))
+    report(out, *outputs(out, a.publish, a.figures, a.readme))
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .data import DataConfig
 from .utils import UserError
 
 MODEL_NAMES = ("ae", "vae")
@@ -94,6 +93,40 @@ class TrainConfig:
             raise UserError(f"beta must be >= 0, got {self.beta}")
         if self.vae_recon not in ("bce", "mse"):
             raise UserError(f"vae_recon must be 'bce' or 'mse', got {self.vae_recon!r}")
+
+
+def check_fractions(fractions) -> tuple[float, float, float]:
+    """(train, val, test) fractions as floats, or a one-line error."""
+    try:
+        fr = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise UserError(f"split must be three numbers (train, val, test), got {fractions!r}") from None
+    if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6:
+        raise UserError(f"split must be three fractions >= 0 summing to 1 (train, val, test), got {fractions!r}")
+    return fr
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None  # image folder; None = real dataset if present, else the generated sample
+    image_size: int = 128  # images are resized to image_size x image_size
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test fractions
+    split_seed: int = 0  # seed of the split permutation
+    limit: int | None = None  # use only the first `limit` images (sorted order); None = all
+    sample_size: int = 2000  # images generated when the sample is created
+    strict: bool = False  # bad files are an error instead of a reported skip
+    cache_dir: str | None = None  # None = data/.cache
+    n_images: int | None = None  # set once resolved (``resolved``): images used; checked by every later load
+    files_sha256: str | None = None  # set once resolved: digest of the sorted file list; checked likewise
+
+    def __post_init__(self):
+        self.split = check_fractions(self.split)  # a JSON round trip gives a list
+        for name, low in (("image_size", 8), ("limit", 1), ("sample_size", 3), ("split_seed", 0)):
+            v = getattr(self, name)
+            if v is None and name == "limit":
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise UserError(f"data.{name} must be an integer >= {low}, got {v!r}")
 
 
 @dataclass
@@ -182,6 +215,13 @@ PRESETS = {
                             epochs=200, batch_size=128, image_size=128, limit=None, sample_size=70000,
                             seeds=(0, 1, 2)),
 }
+ANALYSIS_PRESETS = ("analysis", "analysis-full")  # grids with noise sweeps, parameter sweeps and claims
+
+
+def analysis_mode(preset_name: str | None) -> bool:
+    """True for the analysis presets: their grid adds the sweeps and claims and skips rate-distortion."""
+    return preset_name in ANALYSIS_PRESETS
+
 
 # ---------------------------------------------------------------- rate-distortion (src/rd.py)
 

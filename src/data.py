@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in notebooks
 
+from .config import DataConfig, check_fractions
 from .decode import BadImage, decode_image
 from .synthetic import GENERATOR, GENERATOR_VERSION  # what a sample's SAMPLE.json names
 from .utils import UserError, atomic_path, read_json, write_json
@@ -34,29 +35,6 @@ SAMPLE_MARKER = "SAMPLE.json"  # written last by src.sample.write_sample
 PARALLEL_MIN = 64  # below this many files a process pool costs more than it saves
 HOW_TO_GET_DATA = ('put the Kaggle Flickr-Faces thumbnails there (see README "Real dataset") '
                    "or generate the sample with: python -m src data sample --out data/sample")
-
-
-@dataclass
-class DataConfig:
-    root: str | None = None  # image folder; None = real dataset if present, else the generated sample
-    image_size: int = 128  # images are resized to image_size x image_size
-    split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test fractions
-    split_seed: int = 0  # seed of the split permutation
-    limit: int | None = None  # use only the first `limit` images (sorted order); None = all
-    sample_size: int = 2000  # images generated when the sample is created
-    strict: bool = False  # bad files are an error instead of a reported skip
-    cache_dir: str | None = None  # None = data/.cache
-    n_images: int | None = None  # set once resolved (``resolved``): images used; checked by every later load
-    files_sha256: str | None = None  # set once resolved: digest of the sorted file list; checked likewise
-
-    def __post_init__(self):
-        self.split = _check_fractions(self.split)  # a JSON round trip gives a list
-        for name, low in (("image_size", 8), ("limit", 1), ("sample_size", 3), ("split_seed", 0)):
-            v = getattr(self, name)
-            if v is None and name == "limit":
-                continue
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise UserError(f"data.{name} must be an integer >= {low}, got {v!r}")
 
 
 @dataclass
@@ -75,16 +53,6 @@ class FaceSet:
 
     def files_sha256(self) -> str:
         return hashlib.sha256("\n".join(self.files).encode()).hexdigest()
-
-
-def _check_fractions(fractions) -> tuple[float, float, float]:
-    try:
-        fr = tuple(float(f) for f in fractions)
-    except (TypeError, ValueError):
-        raise UserError(f"split must be three numbers (train, val, test), got {fractions!r}") from None
-    if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6:
-        raise UserError(f"split must be three fractions >= 0 summing to 1 (train, val, test), got {fractions!r}")
-    return fr
 
 
 # ----------------------------------------------------------------------------- scanning
@@ -365,7 +333,7 @@ def split_indices(n: int, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> dict[str,
     The permutation is ``np.random.default_rng(seed).permutation(n)``: train is its first
     part, then val, then test. Each array is int64, sorted ascending (memory-map locality).
     """
-    fr = np.array(_check_fractions(fractions))
+    fr = np.array(check_fractions(fractions))
     need = int((fr > 0).sum())
     if n < max(need, 1):
         raise UserError(f"{n} images are too few to split {tuple(fr.tolist())}; need at least {need}")

@@ -36,8 +36,8 @@ import torch
 
 from . import distributed
 from .compression import baseline_metrics
-from .config import KINDS, MODEL_NAMES, PRESETS, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
-from .data import DataConfig, FaceSet, load_dataset, resolved, split_indices
+from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
+from .data import FaceSet, load_dataset, resolved, split_indices
 from .distributed import RunLock, grid_lock  # grid_lock: callers also import it from here
 from .evaluation import evaluate_run, summarize
 from .results import read_history, read_metrics

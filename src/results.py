@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import DataConfig, analysis_mode
 from .stats import mean_std
 from .utils import UserError, read_json
 
@@ -74,7 +75,6 @@ CLAIMS_JSON = "claims.json"          # every paired test of the analysis (claims
 FIGURE_DATA = "figure_data.npz"      # the images the figures show (figdata.write_figure_data)
 RD_DIR = "rd"                        # rate-distortion curves (rd.run_rd)
 DEFAULT_SIGMA = 0.1                  # noise sigma of grids whose grid.json predates the preset record
-ANALYSIS_PRESETS = ("analysis", "analysis-full")  # grids with noise sweeps, parameter sweeps and claims
 MODEL_LABEL = {"ae": "AE", "vae": "VAE"}  # what tables, figures and claims.json call the store's keys
 REG_LABEL = {"none": "Baseline", "l1": "L1", "l2": "L2", "l1+l2": "L1+L2"}  # order of regularization.KINDS
 
@@ -96,7 +96,7 @@ def run_data(run_dir: str | Path, cache: dict[str, np.ndarray] | None = None) ->
     folder still holds the same files), the split from the stored ``split.npz``. ``cache`` (a dict
     the caller keeps) loads each distinct dataset once over many runs.
     """
-    from .data import DataConfig, load_dataset  # PIL and tqdm: only this reader needs them
+    from .data import load_dataset  # PIL and tqdm: only this reader needs them
 
     section = read_config(run_dir)["data"]
     key = json.dumps(section, sort_keys=True)
@@ -143,7 +143,7 @@ def gaussian_condition(sigma: float) -> str:
 
 def is_analysis(summary: dict) -> bool:
     """True for the grids of the analysis presets (their report goes to its own README blocks)."""
-    return preset_of(summary.get("grid")).get("name") in ANALYSIS_PRESETS
+    return analysis_mode(preset_of(summary.get("grid")).get("name"))
 
 
 def finished_runs(runs_dir: Path) -> list[Path]:

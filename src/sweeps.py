@@ -26,11 +26,11 @@ import torch
 from . import distributed
 from . import metrics as M
 from . import noise
-from .data import DataConfig, load_dataset, resolved, to_float
+from .data import load_dataset, resolved, to_float
 from .evaluation import EVAL_BATCH, Condition, evaluate, load_run, summarize
-from .config import Preset
+from .config import ANALYSIS_PRESETS, DataConfig, Preset
 from .experiments import grid_configs, grid_id, grid_lock, run_configs, run_name
-from .results import (ANALYSIS_PRESETS, NOISE_JSON, NOISE_NPZ, SWEEPS_JSON, finished_runs, noise_sigma,
+from .results import (NOISE_JSON, NOISE_NPZ, SWEEPS_JSON, finished_runs, noise_sigma,
                       read_grid, read_metrics, read_split, run_data)
 from .train import RunConfig, pick_device
 from .utils import UserError, read_json, save_npz, write_json

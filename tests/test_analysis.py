@@ -312,7 +312,8 @@ def tiny(tmp_path_factory):
     then the noise sweep and a 3-point sweep plan through ``run_analysis``."""
 
     import src.experiments as E
-    from src.data import DataConfig, load_dataset
+    from src.config import DataConfig
+    from src.data import load_dataset
     from src.sample import write_sample
 
     root = tmp_path_factory.mktemp("analysis")
@@ -396,22 +397,25 @@ def test_analyze_command_writes_figures_tables_and_verdicts(tiny):
 
 def test_reproduce_seeds_flag_and_analysis_stage(tmp_path, monkeypatch):
     import src.__main__ as cli
-    import src.experiments as E
+    import src.pipeline as P
 
     seen = {}
     def run_grid(preset, out, **k):
-        seen["grid"] = preset
+        seen["grid"], seen["models"] = preset, k["models"]
         return {"runs": []}  # a summary
 
-    monkeypatch.setattr(E, "run_grid", run_grid)
-    monkeypatch.setattr(SW, "run_analysis", lambda preset, out, **k: seen.setdefault("analysis", preset))
-    monkeypatch.setattr(cli, "_rd", lambda *a, **k: seen.setdefault("rd", True))
-    monkeypatch.setattr(cli, "_report", lambda *a, **k: 0)
+    monkeypatch.setattr(P, "run_grid", run_grid)
+    monkeypatch.setattr(P, "run_analysis", lambda preset, out, **k: seen.setdefault("analysis", preset))
+    monkeypatch.setattr(P, "rd", lambda *a, **k: seen.setdefault("rd", True))
+    monkeypatch.setattr(P, "report", lambda *a, **k: {"summary": {"runs": []}, "figures": {}})
     assert cli.main(["reproduce", "--preset", "quick", "--seeds", "3", "--out", str(tmp_path)]) == 0
     assert seen.pop("grid").seeds == (0, 1, 2) and "analysis" not in seen and seen.pop("rd")
     seen.clear()
     assert cli.main(["reproduce", "--preset", "analysis", "--out", str(tmp_path)]) == 0
     assert seen["grid"].seeds == (0, 1, 2) and seen["analysis"] is seen["grid"] and "rd" not in seen
+    seen.clear()  # the library call: steps left out are not done, and the notebooks' models reach the grid
+    r = P.reproduce("quick", tmp_path, models=("ae",), steps=("grid", "report"))
+    assert set(seen) == {"grid", "models"} and seen["models"] == ("ae",) and r["runs"] == 0 and r["figures"] == {}
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "--seeds", "0"])
 

@@ -18,7 +18,8 @@ import torch
 from PIL import Image, ImageFile
 
 from src import data
-from src.data import BadImage, DataConfig, decode_image, find_images, load_images, split_indices, to_float
+from src.config import DataConfig
+from src.data import BadImage, decode_image, find_images, load_images, split_indices, to_float
 from src.utils import UserError
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from src import noise, regularization, results
 from src.__main__ import main
-from src.data import DataConfig
+from src.config import DataConfig
 from src.experiments import PRESETS, grid_configs
 from src.report import tables
 

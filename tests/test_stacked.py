@@ -18,7 +18,7 @@ import src.train as T
 from src import data as D
 from src import synthetic
 from src.checkpoint import load_torch
-from src.data import DataConfig
+from src.config import DataConfig
 from src.experiments import PRESETS, grid_configs, run_configs
 from src.models import ModelConfig
 from src.regularization import RegConfig

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src import synthetic
-from src.data import DataConfig
+from src.config import DataConfig
 from src.models import ModelConfig
 from src.regularization import RegConfig
 from src.checkpoint import load_torch
