@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import inspect
 import os
 import re
@@ -88,6 +89,7 @@ FLAG_NAMES = {("model", "name"): "--model", ("reg", "kind"): "--reg", ("data", "
 NOT_FLAGS = {("model", "image_size"), ("data", "n_images"), ("data", "files_sha256")}  # set from other flags / data
 
 
+@functools.cache  # read once per process: every main() builds the parser, and the source may become unreadable
 def field_help(cls: type) -> dict[str, str]:
     """Each field's trailing comment in the dataclass's source: the one description of a setting."""
     out = {}

@@ -591,7 +591,9 @@ def test_read_only_output_folder(workspace, capsys, reliability):
 
 def as_nobody(fn) -> tuple[int, list[str]]:
     """Run ``fn()`` in a forked child as uid/gid 65534; return (its return value as exit code, stderr lines)."""
-    build_parser()  # imports every module the CLI needs now: that user may not read the Python installation
+    # Imports every module the CLI needs and reads the config's source for the help texts now: that user may
+    # not read the Python installation, nor a checkout in a 0700 folder (a clone in root's home).
+    build_parser()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
