@@ -73,3 +73,43 @@ def test_evaluate_refuses_a_data_folder_that_changed_since_training(trained, cap
     assert len(err) == 1 and "changed since these runs were trained" in err[0] and str(data.resolve()) in err[0]
     assert ("now 31" in err[0]) if change == "add" else ("another file list" in err[0])
     assert not (run / "metrics.json").exists()
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: what a shared checkpoint could smuggle in."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+def test_a_checkpoint_holding_a_foreign_object_is_refused_and_never_run(trained, capsys):
+    import torch
+
+    _, run = trained
+    marker = run.parent / "code-ran"
+    best = torch.load(run / "best.pt", weights_only=False)  # our own file: trusted here
+    torch.save({**best, "extra": _RunsCode(f"touch {marker}")}, run / "best.pt")
+    before = (run / "best.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not marker.exists(), "loading the checkpoint ran its code"
+    assert len(err) == 1 and str(run / "best.pt") in err[0] and "refused" in err[0], err
+    assert (run / "best.pt").read_bytes() == before and not (run / "metrics.json").exists()
+
+
+def test_a_checkpoint_with_an_entry_save_torch_never_writes_is_refused(trained, capsys):
+    import torch
+
+    _, run = trained
+    best = torch.load(run / "best.pt", weights_only=False)
+    torch.save({**best, "note": "plain data, but not a key of this project's checkpoints"}, run / "best.pt")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'note'" in err[0] and "refused" in err[0], err
