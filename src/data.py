@@ -11,6 +11,7 @@ import concurrent.futures
 import hashlib
 import multiprocessing
 import os
+import sys
 import time
 import warnings
 import zlib
@@ -167,6 +168,17 @@ def _write_cache(npy: Path, meta_path: Path, key: str, images: np.ndarray, files
 
 
 # ----------------------------------------------------------------------------- loading
+def _main_importable() -> bool:
+    """Whether a forkserver (or spawn) child can prepare ``__main__`` the way multiprocessing does: by
+    module name, or from its file. A script read from standard input (``python - <<EOF``) has the
+    file "<stdin>", which no child can run again; scripts, ``python -c``, the CLI and Jupyter can."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
 def _decode_all(paths: list[Path], size: int, workers: int | None, progress: bool):
     """Yield (image | None, reason | None) in the order of ``paths``."""
     jobs = [(str(p), size) for p in paths]
@@ -174,7 +186,7 @@ def _decode_all(paths: list[Path], size: int, workers: int | None, progress: boo
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     bar = tqdm(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
     with bar:
-        if workers <= 1 or len(jobs) < PARALLEL_MIN:
+        if workers <= 1 or len(jobs) < PARALLEL_MIN or not _main_importable():  # else: decoded in this process
             results = map(_decode_job, jobs)
             pool = None
         else:

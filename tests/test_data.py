@@ -461,3 +461,24 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     assert (root, source) == (data.REAL_DIR, "real") and "data/flickr" in logs[-1]
     assert data.resolve_data_dir(DataConfig(root="data/sample"), log=logs.append)[1] == "sample"
     assert data.resolve_data_dir(DataConfig(root="elsewhere"), log=logs.append) == (Path("elsewhere"), "folder")
+
+
+def test_load_images_works_from_a_script_on_standard_input(tmp_path):
+    """``python - <<EOF``: the decode pool's forkserver children cannot re-import a ``__main__`` read from
+    stdin (its file is "<stdin>"), so the pool must not be used there; the images must still all load."""
+    import subprocess
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    n = data.PARALLEL_MIN + 6  # enough files for the process pool
+    for k in range(n):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{k:03d}.png")
+    script = (f"from src.data import load_images\n"
+              f"fs = load_images({str(folder)!r}, 16, cache_dir={str(tmp_path / 'cache')!r}, workers=2, progress=False)\n"
+              f"print(fs.images.shape, int(fs.images[5].sum()))\n")
+    p = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr[-2000:]
+    expected = int(np.asarray(Image.open(folder / "005.png")).astype(np.int64).sum())  # 16x16 gray: decoded as is
+    assert p.stdout.split() == [f"({n},", "16,", "16)", str(expected)]
