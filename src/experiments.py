@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .checkpoint import CorruptFile
 from .compression import baseline_metrics
 from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
 from .data import FaceSet, load_dataset, resolved, split_indices
@@ -227,7 +229,12 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
                         failed[n] = str(e)
                         log(f"{n}: {e}; the other runs go on")
                 if n not in failed:
-                    evaluate_run(out / n, images, conditions, device=dev)
+                    try:
+                        evaluate_run(out / n, images, conditions, device=dev)
+                    except CorruptFile as e:  # is_trained reads no checkpoint: a damaged best.pt shows here
+                        warnings.warn(f"{e}; training {n} again", stacklevel=2)
+                        fit(configs[n], images, out / n, resume=True, log=log)
+                        evaluate_run(out / n, images, conditions, device=dev)
             return [n for n in busy if read_metrics(out / n) is None]
 
     busy = [n for u in mine for n in work(u.names, u.train)]

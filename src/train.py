@@ -45,6 +45,7 @@ from .data import split_indices, to_float
 from .losses import compute_loss
 from .models import build_model
 from .regularization import penalty
+from .results import read_history
 from .utils import UserError, save_npz, set_seed, write_json, write_text
 
 EVAL_BATCH = 500  # validation batch size (evaluation.py uses the same)
@@ -370,9 +371,16 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
 
 
 def is_trained(run_dir: str | Path, epochs: int) -> bool:
-    """True if ``run_dir/last.pt`` is readable and has reached ``epochs``, and ``best.pt`` is readable."""
+    """True if ``run_dir/history.csv`` has reached ``epochs`` and ``best.pt`` exists; no checkpoint is read
+    (a VAE's is ~200 MB).
+
+    The last epoch's checkpoints are written before its history row (``fit``, ``fit_stacked``), so such a
+    history means both were. A best.pt damaged since shows when the run is evaluated, and
+    ``experiments.run_configs`` trains it again.
+    """
+    run_dir = Path(run_dir)
     try:
-        run_dir = Path(run_dir)
-        return load_torch(run_dir / "last.pt")["epoch"] >= epochs and load_torch(run_dir / "best.pt") is not None
-    except (ValueError, FileNotFoundError, KeyError):
+        history = read_history(run_dir)
+    except (OSError, ValueError, TypeError, KeyError):  # missing, or a row cut short
         return False
+    return bool(history) and history[-1]["epoch"] >= epochs and (run_dir / "best.pt").is_file()

@@ -188,3 +188,27 @@ def test_fit_steps_through_train_step(tmp_path, faces, monkeypatch):
     monkeypatch.setattr(T, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     fit(cfg_for("ae", epochs=2), faces, tmp_path / "r", log=lambda *_: None)
     assert len(calls) == 2 * math.ceil(42 / 8)  # 42 training images, batches of 8
+
+
+def test_is_trained_reads_the_history_not_the_checkpoints(tmp_path, faces, monkeypatch):
+    """A VAE checkpoint is ~200 MB: telling a finished run needs its history.csv and that best.pt exists."""
+    import zipfile
+
+    from src.train import is_trained
+
+    run = tmp_path / "r"
+    fit(cfg_for("ae", epochs=2), faces, run, log=lambda *_: None)
+
+    def opened(*a, **k):
+        raise AssertionError("is_trained opened a checkpoint")
+
+    monkeypatch.setattr(torch, "load", opened)  # every way of reading a .pt file
+    monkeypatch.setattr(zipfile, "ZipFile", opened)
+    assert is_trained(run, 2) and not is_trained(run, 3)  # 2 epochs done of 2; of 3, one is left
+    history = (run / "history.csv").read_text().splitlines()
+    (run / "history.csv").write_text("\n".join(history[:-1]) + "\n")  # killed before epoch 2's row
+    assert not is_trained(run, 2)
+    (run / "history.csv").write_text("\n".join(history) + "\n")
+    (run / "best.pt").unlink()
+    assert not is_trained(run, 2)
+    assert not is_trained(tmp_path / "never-trained", 1)
