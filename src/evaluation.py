@@ -1,23 +1,25 @@
 """Evaluation of a trained run: per-image MSE / PSNR / SSIM on val and test, clean and noisy.
 
 ``evaluate_run`` writes ``per_image.npz`` and then ``metrics.json`` (written last, with a sha256:
-its presence marks a finished run).
+its presence marks a finished run), which holds the run's ``diagnostics`` (``run_diagnostics``).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import diagnostics as D
 from . import metrics as M
 from . import noise
 from .checkpoint import load_torch
 from .data import to_float
 from .models import build_model
-from .results import metrics_checksum, read_history, read_split
+from .results import metrics_checksum, read_history, read_metrics, read_split
 from .train import RunConfig
 from .utils import UserError, save_npz, write_json
 
@@ -135,7 +137,43 @@ def evaluate_run(run_dir: str | Path, images: np.ndarray,
         arrays.update({f"{name}/{cond}/{k}": v for cond, vals in per.items() for k, v in vals.items()})
     save_npz(run_dir / "per_image.npz", arrays)
     result["per_image"] = "per_image.npz"
+    result["diagnostics"] = run_diagnostics(model, cfg, images, split, run_dir.parent, _clean_psnr(result), device)
     write_json(run_dir / "metrics.json", {**result, "sha256": metrics_checksum(result)})
     return result
 
 
+
+
+def _clean_psnr(metrics: dict[str, Any]) -> float:
+    return float(metrics["test"].get("clean", {}).get("psnr", math.nan))
+
+
+def run_diagnostics(model: torch.nn.Module, cfg: RunConfig, images: np.ndarray, split: dict[str, np.ndarray],
+                    folder: Path, test_psnr: float, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """``diagnostics.model_diagnostics`` on the clean test split (z = mu), and the PCA-equivalent size of
+    ``test_psnr``; PCA's curve is fitted once per split (``folder/pca_curve.json``, shared by its runs)."""
+    test = images[split["test"]]
+    batches = (to_float(test[i:i + EVAL_BATCH]).to(device) for i in range(0, len(test), EVAL_BATCH))
+    found = D.model_diagnostics(model, batches, beta=cfg.train.beta, recon=cfg.train.vae_recon)
+    key = D.curve_key(asdict(cfg.data), split)
+    curve = D.cached_pca_curve(folder, key, images[split["train"]], test)
+    found["pca_equivalent"] = {**D.pca_equivalent_size(curve["k"], curve["psnr"], test_psnr), "curve": key}
+    return {"split": "test", **found}
+
+
+def needs_diagnostics(metrics: dict[str, Any] | None) -> bool:
+    """True for a finished run whose metrics.json predates the current diagnostics."""
+    return metrics is not None and (metrics.get("diagnostics") or {}).get("version") != D.VERSION
+
+
+def add_diagnostics(run_dir: str | Path, images: np.ndarray, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Compute the diagnostics of a run evaluated before they existed (from best.pt) into its metrics.json."""
+    run_dir = Path(run_dir)
+    m = read_metrics(run_dir)
+    if m is None:
+        raise UserError(f"{run_dir} has no readable metrics.json; evaluate it first")
+    model, cfg = load_run(run_dir, device)
+    m["diagnostics"] = run_diagnostics(model, cfg, images, read_split(run_dir, len(images)), run_dir.parent,
+                                       _clean_psnr(m), device)
+    write_json(run_dir / "metrics.json", {**m, "sha256": metrics_checksum(m)})
+    return m

@@ -41,8 +41,8 @@ from .compression import baseline_metrics
 from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
 from .data import FaceSet, load_dataset, resolved, split_indices
 from .distributed import RunLock, grid_lock  # grid_lock: callers also import it from here
-from .evaluation import evaluate_run, summarize
-from .results import read_history, read_metrics
+from .evaluation import add_diagnostics, evaluate_run, needs_diagnostics, summarize
+from .results import SWEEPS_JSON, read_history, read_metrics, run_data
 from .stacked import default_parallel_runs, fit_stacked, stack_chunks
 from .train import TrainingDiverged, fit, is_trained, pick_device
 from .utils import UserError, read_json, save_npz, write_json, write_text
@@ -345,3 +345,29 @@ def write_summary(out: Path) -> dict[str, Any]:
         w.writerows(rows)
     write_text(out / "summary.csv", buf.getvalue())
     return summary
+
+
+def ensure_diagnostics(out: str | Path, log=print, device: str | torch.device = "cpu") -> list[str]:
+    """Give the finished runs of a grid (and of its sweeps) that predate the diagnostics theirs, from
+    ``best.pt``, once; then refresh the summary. Runs without weights (a weight-free bundle) or data
+    are named in one line and left as they are. Returns the runs given diagnostics now."""
+    out = Path(out)
+    names = [d.name for d in sorted(out.iterdir()) if d.is_dir()]
+    if (out / SWEEPS_JSON).exists():
+        names += sorted({p["run"] for p in read_json(out / SWEEPS_JSON)["points"] if p["run"].startswith("sweeps/")})
+    todo = [n for n in names if needs_diagnostics(read_metrics(out / n))]
+    done, missing, datasets = [], [], {}
+    for n in todo:
+        try:
+            if not (out / n / "best.pt").exists():
+                raise UserError("no best.pt")
+            add_diagnostics(out / n, run_data(out / n, datasets)["all"], device)
+            done.append(n)
+        except UserError:
+            missing.append(n)
+    if missing:
+        log(f"diagnostics: {len(missing)} runs evaluated before the VAE diagnostics existed have no weights or data "
+            f"to compute them from (e.g. {missing[0]}); their diagnostics are left out")
+    if any("/" not in n for n in done):
+        write_summary(out)
+    return done

@@ -5,8 +5,10 @@ else chains the steps. Each returns a dict a notebook can show::
 
     reproduce(preset, out)  the grid (experiments.run_grid), then the analysis presets' sweeps
                             (sweeps.run_analysis) or the other presets' rate-distortion curves, then report
-    report(out)             figure data, the claims of an analysis grid, figures, OUT/REPORT.md [README blocks]
-    analyze(out)            noise sweep of any finished grid, figure data, claims, analysis figures and tables
+    report(out)             diagnostics of runs that predate them, figure data, the claims of an analysis grid,
+                            figures, OUT/REPORT.md [README blocks]
+    analyze(out)            noise sweep of any finished grid, diagnostics, figure data, claims, analysis figures
+                            and tables
     rd(out)                 rate-distortion curves of a finished grid (OUT/rd/)
 
 Whether a grid is an analysis grid is ``config.analysis_mode`` of its preset's name, here and in the report.
@@ -22,7 +24,7 @@ from typing import Any
 from . import distributed
 from .claims import check_claims
 from .config import MODEL_NAMES, PRESETS, RD_PRESETS, Preset, RDConfig, analysis_mode, set_fields
-from .experiments import run_grid
+from .experiments import ensure_diagnostics, run_grid
 from .figdata import write_figure_data
 from .rd import run_rd
 from .report import REPORT_MD, analysis_report
@@ -138,6 +140,8 @@ def report(out: str | Path, figures: str | Path | None = None, readme: str | Pat
     """
     out = Path(out)
     figures, readme = outputs(out, figures=figures, readme=readme)
+    load_summary(out)  # a folder without a grid says so before anything is computed
+    ensure_diagnostics(out, log=lambda s: log(f"report: {s}"))  # runs evaluated before the diagnostics: once
     summary = load_summary(out)
     write_figure_data(out, summary)
     if is_analysis(summary):
@@ -157,6 +161,7 @@ def analyze(out: str | Path, figures: str | Path | None = None, device: str = "a
     """
     out = Path(out)
     noise_sweep(out, pick_device(device), log)
+    ensure_diagnostics(out, log=lambda s: log(f"analyze: {s}"), device=pick_device(device))
     write_figure_data(out)
     claims = check_claims(out)
     written = analysis_report(out, figures or out / "Figures", readme=None, grid_figures=False)
