@@ -30,14 +30,14 @@ from .compression import PCA
 from .data import to_float
 from .losses import vae_loss
 from .metrics import psnr
-from .utils import read_json, write_json
+from .results import PCA_CURVE_JSON, read_pca_curves
+from .utils import write_json
 
 VERSION = 1                                # bump when the stored quantities change (old ones are recomputed)
 ACTIVE_THRESHOLD = 0.01                    # Var_x(mu_d) above this: an active unit (Burda et al. 2016)
 THRESHOLDS = (1e-4, 1e-3, 1e-2, 1e-1)      # the counts stored besides the usual one
 AE_THRESHOLDS = (0.0, 1e-4, 1e-3, 1e-2)    # 0.0: the entry varies at all across images
 PCA_KS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 200, 256)  # k = 0: the mean image
-PCA_CURVE_JSON = "pca_curve.json"          # per folder of runs: {"curves": {key: curve}}
 LN2 = math.log(2.0)
 
 
@@ -194,12 +194,8 @@ def curve_key(data: dict[str, Any], split: dict[str, np.ndarray], ks: Sequence[i
 
 def cached_pca_curve(folder: Path, key: str, train_u8: np.ndarray, test_u8: np.ndarray) -> dict[str, Any]:
     """``pca_curve`` of this split, read from ``folder/pca_curve.json`` or computed once and added to it."""
-    path = Path(folder) / PCA_CURVE_JSON
-    try:
-        curves = read_json(path).get("curves", {})
-    except (FileNotFoundError, ValueError, AttributeError):
-        curves = {}
+    curves = read_pca_curves(folder)
     if key not in curves:
         curves[key] = pca_curve(train_u8, test_u8)
-        write_json(path, {"curves": curves})
+        write_json(Path(folder) / PCA_CURVE_JSON, {"curves": curves})
     return curves[key]

@@ -74,6 +74,7 @@ SWEEPS_JSON = "sweeps/sweeps.json"   # index of the parameter sweeps (sweeps.run
 CLAIMS_JSON = "claims.json"          # every paired test of the analysis (claims.check_claims)
 FIGURE_DATA = "figure_data.npz"      # the images the figures show (figdata.write_figure_data)
 RD_DIR = "rd"                        # rate-distortion curves (rd.run_rd)
+PCA_CURVE_JSON = "pca_curve.json"    # per folder of runs: PCA-k's test PSNR per k (diagnostics.cached_pca_curve)
 DEFAULT_SIGMA = 0.1                  # noise sigma of grids whose grid.json predates the preset record
 MODEL_LABEL = {"ae": "AE", "vae": "VAE"}  # what tables, figures and claims.json call the store's keys
 REG_LABEL = {"none": "Baseline", "l1": "L1", "l2": "L2", "l1+l2": "L1+L2"}  # order of regularization.KINDS
@@ -260,3 +261,11 @@ def load_rd(runs_dir: str | Path) -> tuple[dict, dict[str, dict]] | None:
         return None
     index = read_json(rd / "index.json")
     return index, {k: read_json(rd / f) for k, f in index["methods"].items()}
+
+
+def read_pca_curves(runs_dir: str | Path) -> dict[str, dict]:
+    """{split key: {"k", "psnr", "n_train", "n_test"}} of ``runs_dir/pca_curve.json``; {} when there is none."""
+    try:
+        return read_json(Path(runs_dir) / PCA_CURVE_JSON).get("curves", {})
+    except (FileNotFoundError, ValueError, AttributeError):
+        return {}

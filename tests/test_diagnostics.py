@@ -11,6 +11,7 @@ from src import diagnostics as D
 from src.config import ModelConfig
 from src.losses import kl_divergence
 from src.models import ConvAE, LinearVAE
+from src.results import PCA_CURVE_JSON
 
 
 def test_kl_per_dim_equals_the_closed_form_by_hand():
@@ -91,7 +92,7 @@ def test_pca_curve_is_cached_per_split(tmp_path, monkeypatch):
     first = D.cached_pca_curve(tmp_path, "k1", imgs[:20], imgs[20:])
     monkeypatch.setattr(D, "pca_curve", lambda *a, **k: pytest.fail("recomputed a cached curve"))
     assert D.cached_pca_curve(tmp_path, "k1", imgs[:20], imgs[20:]) == first
-    assert list(json.loads((tmp_path / D.PCA_CURVE_JSON).read_text())["curves"]) == ["k1"]
+    assert list(json.loads((tmp_path / PCA_CURVE_JSON).read_text())["curves"]) == ["k1"]
 
 
 # ---------------------------------------------------------------- in the store
@@ -105,7 +106,7 @@ def _strip(runs):
         m.pop("diagnostics", None)
         m.pop("sha256")
         path.write_text(json.dumps({**m, "sha256": metrics_checksum(m)}))
-    (runs / D.PCA_CURVE_JSON).unlink()
+    (runs / PCA_CURVE_JSON).unlink()
 
 
 def test_every_run_of_the_grid_holds_its_diagnostics(smoke_grid):
@@ -113,7 +114,7 @@ def test_every_run_of_the_grid_holds_its_diagnostics(smoke_grid):
     from src.results import read_metrics, run_data
 
     runs = smoke_grid / "runs"
-    curves = json.loads((runs / D.PCA_CURVE_JSON).read_text())["curves"]
+    curves = json.loads((runs / PCA_CURVE_JSON).read_text())["curves"]
     assert len(curves) == 1  # one split: PCA fitted once for the whole grid
     for d in sorted(p for p in runs.iterdir() if (p / "metrics.json").exists()):
         diag = read_metrics(d)["diagnostics"]
@@ -153,3 +154,22 @@ def test_a_weight_free_old_grid_says_in_one_line_that_it_needs_the_weights(smoke
     lines = []
     assert ensure_diagnostics(runs, log=lines.append) == []
     assert len(lines) == 1 and "no weights" in lines[0]
+
+
+def test_report_draws_the_diagnostics_from_a_weight_free_bundle(smoke_copy):
+    from PIL import Image
+
+    from src.__main__ import main
+    from src.report.style import VAE_FIGURES
+    from src.report.vae import PREVIEW
+
+    runs = smoke_copy / "runs"
+    for p in runs.rglob("*.pt"):
+        p.unlink()
+    assert main(["report", str(runs), "--figures", str(smoke_copy / "Figures")]) == 0
+    for name in VAE_FIGURES:
+        with Image.open(smoke_copy / "Figures" / name) as im:
+            assert im.text["Title"].startswith(PREVIEW)  # the smoke grid's 2-epoch runs never converge
+    text = (runs / "REPORT.md").read_text()
+    assert "#### The VAE diagnosed" in text and "**Preview (" in text and "no conclusion is drawn" in text
+    assert all(f"/{n})" in text for n in VAE_FIGURES)

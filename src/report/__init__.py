@@ -9,6 +9,7 @@ so a weight-free results bundle redraws every figure.
     tables.py    every Markdown table, and the one number formatter
     readme.py    the README sections and the one block replacer
     style.py     file names, labels, colours, digits
+    vae.py       the VAE diagnosed: KL per dimension, its rate-distortion plane, tables, a paragraph
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .readme import (ANALYSIS_MARKERS, CONCLUSION_MARKERS, RESULTS_MARKERS, anal
                      label, rd_markdown, replace_block, results_markdown)
 from .style import SWEEP_FIGURES
 from .tables import bytes_notes
+from .vae import vae_figures, vae_markdown
 
 
 def _summary(runs_dir: Path, summary: dict | None) -> dict:
@@ -63,8 +65,11 @@ def report(runs_dir: str | Path, figures: str | Path | None = None, readme: str 
     for model in _models(summary):
         written += model_figures(runs_dir, figures, model, summary, data)
     written += rd_figures(runs_dir, figures)  # only when runs_dir/rd exists (python -m src rd)
-    rel, rd = _relative(figures, readme, runs_dir), load_rd(runs_dir)
-    section = results_markdown(summary, rel, bytes_notes(rd)) + rd_markdown(rd, rel)
+    rel, rd, sweeps = _relative(figures, readme, runs_dir), load_rd(runs_dir), sweep_rows(runs_dir)
+    diagnosed = vae_figures(runs_dir, figures, summary, sweeps, label(summary))
+    written += diagnosed
+    section = (results_markdown(summary, rel, bytes_notes(rd)) + rd_markdown(rd, rel) + "\n"
+               + vae_markdown(summary, rd, sweeps, rel, diagnosed))
     written.append(write_text(runs_dir / REPORT_MD, section + "\n"))
     if readme:
         replace_block(readme, RESULTS_MARKERS, section, "## Results")
@@ -102,7 +107,11 @@ def analysis_report(runs_dir: str | Path, figures: str | Path, readme: str | Pat
             written.append(sweep_figure(sweeps, list(names), sub / f"{name}.png", lab,
                                           ref if name == "sweep_lambda" else None))
     written += generator_figures(runs_dir, sub, data, lab)
-    section = analysis_markdown(runs_dir, summary, _relative(sub, readme, runs_dir), rows, claims, sweeps)
+    diagnosed = vae_figures(runs_dir, sub, summary, sweeps, lab)
+    written += diagnosed
+    rel = _relative(sub, readme, runs_dir)
+    section = (analysis_markdown(runs_dir, summary, rel, rows, claims, sweeps) + "\n"
+               + vae_markdown(summary, load_rd(runs_dir), sweeps, rel, diagnosed))
     conclusions = conclusions_markdown(claims, lab)
     written.append(write_text(runs_dir / markdown, section + "\n\n## Conclusions\n\n" + conclusions + "\n"))
     if readme and is_analysis(summary):

@@ -12,6 +12,7 @@ FIGURES = {
             "loss": ["VAE_train_loss.png", "VAE_val_loss.png"]},
 }
 RD_FIGURES = ("rd_psnr.png", "rd_ssim.png")
+VAE_FIGURES = ("vae_kl_per_dim.png", "vae_rate_distortion.png")  # report.vae: KL per dimension, the VAE's RD plane
 GENERATOR_FIGURES = ("vae_prior_samples", "vae_interpolation", "vae_mu_vs_sampled")
 SWEEP_FIGURES = {"sweep_lambda": ("l1", "l2"), "sweep_vae_latent": ("latent",), "sweep_vae_beta": ("beta",),
                  "sweep_ae_channels": ("channels",)}  # figure name: the sweeps it draws
