@@ -173,3 +173,42 @@ def test_report_draws_the_diagnostics_from_a_weight_free_bundle(smoke_copy):
     text = (runs / "REPORT.md").read_text()
     assert "#### The VAE diagnosed" in text and "**Preview (" in text and "no conclusion is drawn" in text
     assert all(f"/{n})" in text for n in VAE_FIGURES)
+
+
+def _row(run, reg, tr, psnr, rate_bits, au, converged=True, k=3.0):
+    """A summary row (what metrics.json holds) of a VAE with 4 latent dimensions on 16-pixel images."""
+    kl = [rate_bits * w for w in (0.5, 0.3, 0.2, 0.0)]
+    return {"run": run, "model": "vae", "reg": reg, "noise_train": tr, "seed": 0, "test": {"clean": {"psnr": psnr}},
+            "convergence": {"converged": converged},
+            "diagnostics": {"split": "test", "version": D.VERSION, "latent_dim": 4, "pixels": 16,
+                            "kl_per_dim_bits": kl, "kl_per_dim_nats": [b * math.log(2) for b in kl],
+                            "mu_variance": [1.0] * au + [0.0] * (4 - au), "rate_bits_per_image": rate_bits,
+                            "rate_bits_per_pixel": rate_bits / 16, "active_units": au, "active_threshold": 0.01,
+                            "recon": 100.0, "recon_kind": "bce", "elbo": -110.0, "kl": 10.0, "beta": 1.0,
+                            "pca_equivalent": {"k": k, "bound": None, "target_psnr": psnr, "k_max": 8.0,
+                                               "curve": "c"}}}
+
+
+def test_the_beta_sweep_and_a_converged_grid_in_the_plane_and_the_paragraph(tmp_path):
+    from PIL import Image
+
+    from src.report.vae import PREVIEW, paragraph, plane_figure, vae_table
+
+    summary = {"grid": {"preset": {"noise_sigma": 0.1}}, "baselines": {"test": {"mean image": {"psnr": 10.0}}},
+               "runs": [_row("vae-none-clean-s0", "none", 0.0, 20.0, 12.0, 3), _row("vae-l1-clean-s0", "l1", 0.0, 19.0, 8.0, 2)]}
+    sweeps = [{"sweep": "beta", "model": "vae", "value": b, "seed": 0, "run": f"sweeps/b{b}",
+               "metrics": _row(f"b{b}", "none", 0.0, p, r, au)}
+              for b, p, r, au in ((0.5, 22.0, 40.0, 4), (1.0, 20.0, 12.0, 3), (4.0, 15.0, 2.0, 1))]
+    text = paragraph(summary, None, sweeps)
+    assert "spends 12 bits per image" in text and "(0.75 bits per pixel)" in text  # 12 / 16 pixels
+    assert "keeps 3 of its 4 latent dimensions active" in text and "PCA with about 3 component(s)" in text
+    assert "β = 0.5, 1, 4" in text and "40 → 12 → 2 bits per image" in text and "22.00 → 20.00 → 15.00 dB" in text
+    assert "Preview" not in text and "So 1 of the 4 dimensions carries almost no information" in text
+    assert "| Baseline | clean | 12.0 | 0.7500 | 3 of 4 | 100.0 (BCE) | -110.0 | 20.00 | 3.0 |" in vae_table(summary["runs"], 0.1)
+    path = plane_figure(tmp_path, summary, sweeps, tmp_path / "plane.png")
+    with Image.open(path) as im:
+        assert not im.text["Title"].startswith(PREVIEW)
+    sweeps[0]["metrics"]["convergence"]["converged"] = False  # one unconverged β point: a preview, no conclusion
+    assert paragraph(summary, None, sweeps).startswith("**Preview (1 of 5 VAE runs not converged).**")
+    with Image.open(plane_figure(tmp_path, summary, sweeps, tmp_path / "plane.png")) as im:
+        assert im.text["Title"].startswith(PREVIEW)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..results import REG_LABEL, load_rd, noise_sigma, read_pca_curves, runs_by_cell
 from ..stats import mean_std
@@ -137,6 +138,7 @@ def plane_figure(runs_dir: Path, summary: dict, sweeps: list[dict], path: Path, 
         ax2.plot(pca["k"], pca["psnr"], "-^", color=RD_STYLE["pca"][0], ms=3, label=f"PCA-k (fit on {pca['n_train']} train)")
     ax2.axvline(vae_diag(vae[0])["latent_dim"], color="0.6", lw=0.8, ls="--", label="VAE latent size")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: the minor ones overlap
     ax2.set_xscale("symlog", linthresh=1, base=2)
     ax.set(xlabel="bits per pixel", ylabel="test PSNR (dB)", title="Rate: KL (bits/pixel) vs real bytes")
     ax2.set(xlabel="dimensions (VAE: active units ●, PCA-equivalent size ×)", ylabel="test PSNR (dB)",
@@ -266,7 +268,7 @@ def paragraph(summary: dict, rd: tuple[dict, dict] | None, sweeps: list[dict]) -
                 "converged: the numbers describe undertrained models, and no conclusion is drawn from them.")
     idle = d["latent_dim"] - d["active_units"]
     if idle:
-        text += (f" So {idle} of the {d['latent_dim']} dimensions carry almost no information about the image: "
+        text += (f" So {idle} of the {d['latent_dim']} dimensions {'carries' if idle == 1 else 'carry'} almost no information about the image: "
                  "their posterior stays at the prior (Lucas et al. 2019 explain why a linear decoder's noise "
                  "level decides how many stay in use).")
     return text
