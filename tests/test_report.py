@@ -23,7 +23,8 @@ from src.report import tables
 
 FIGS = ["AE_reg_images2.png", "AE_loss.png", "AE_noise_reg_images.png", "vae_reg_images_2.png",
         "VAE_train_loss.png", "VAE_val_loss.png", "VAE_noise_reg_images.png",
-        "rd_psnr.png", "rd_ssim.png"]  # reproduce runs the (reduced) rate-distortion sweep of src.rd
+        "rd_psnr.png", "rd_ssim.png",  # reproduce runs the (reduced) rate-distortion sweep of src.rd
+        "vae_kl_per_dim.png", "vae_rate_distortion.png"]  # report.vae: the VAE's diagnostics
 ROOT = Path(__file__).resolve().parents[1]
 
 
