@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter
 
 from ..results import REG_LABEL, load_rd, noise_sigma, read_pca_curves, runs_by_cell
 from ..stats import mean_std
@@ -138,8 +138,17 @@ def plane_figure(runs_dir: Path, summary: dict, sweeps: list[dict], path: Path, 
         ax2.plot(pca["k"], pca["psnr"], "-^", color=RD_STYLE["pca"][0], ms=3, label=f"PCA-k (fit on {pca['n_train']} train)")
     ax2.axvline(vae_diag(vae[0])["latent_dim"], color="0.6", lw=0.8, ls="--", label="VAE latent size")
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: the minor ones overlap
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = ax.get_xlim()
+    if hi / lo < 30:  # within about a decade and a half the decades alone may not be labelled at all
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
+    else:
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    if not curves:
+        ax.text(0.02, 0.02, "no rd/ curves: `python -m src rd` measures the real bytes", transform=ax.transAxes,
+                fontsize=6, color="0.4")
     ax2.set_xscale("symlog", linthresh=1, base=2)
+    ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set(xlabel="bits per pixel", ylabel="test PSNR (dB)", title="Rate: KL (bits/pixel) vs real bytes")
     ax2.set(xlabel="dimensions (VAE: active units ●, PCA-equivalent size ×)", ylabel="test PSNR (dB)",
             title="Dimensions: VAE vs PCA-k")
@@ -149,6 +158,11 @@ def plane_figure(runs_dir: Path, summary: dict, sweeps: list[dict], path: Path, 
         a.legend(fontsize=6)
     shown = vae + [m for _, ms in betas for m in ms]
     return _save(fig, path, _title("VAE rate–distortion plane (test split, z = μ)", shown, label))
+
+
+def _minor_label(v: float, _=None) -> str:
+    """Plain labels at 2 and 5 × 10^n only (all minor labels would overlap)."""
+    return f"{v:g}" if v > 0 and f"{v:e}"[0] in "25" else ""
 
 
 def _pca_curve(runs_dir: Path, rows: list[dict]) -> dict | None:
