@@ -192,10 +192,17 @@ def curve_key(data: dict[str, Any], split: dict[str, np.ndarray], ks: Sequence[i
     return h.hexdigest()[:16]
 
 
-def cached_pca_curve(folder: Path, key: str, train_u8: np.ndarray, test_u8: np.ndarray) -> dict[str, Any]:
-    """``pca_curve`` of this split, read from ``folder/pca_curve.json`` or computed once and added to it."""
+def cached_pca_curve(folder: Path, key: str, images: np.ndarray, split: dict[str, np.ndarray],
+                     also: Sequence[Path] = ()) -> dict[str, Any]:
+    """``pca_curve`` of ``images`` ((N, S, S) uint8) split by ``split`` ("train", "test" indices), read from
+    ``folder/pca_curve.json`` (or from one in the folders ``also``: the key names the data and split, so any
+    file holding it holds the same curve), else computed once and added to ``folder/pca_curve.json``."""
+    for other in also:
+        found = read_pca_curves(other).get(key)
+        if found is not None:
+            return found
     curves = read_pca_curves(folder)
     if key not in curves:
-        curves[key] = pca_curve(train_u8, test_u8)
+        curves[key] = pca_curve(images[split["train"]], images[split["test"]])
         write_json(Path(folder) / PCA_CURVE_JSON, {"curves": curves})
     return curves[key]

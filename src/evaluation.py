@@ -151,12 +151,13 @@ def _clean_psnr(metrics: dict[str, Any]) -> float:
 def run_diagnostics(model: torch.nn.Module, cfg: RunConfig, images: np.ndarray, split: dict[str, np.ndarray],
                     folder: Path, test_psnr: float, device: str | torch.device = "cpu") -> dict[str, Any]:
     """``diagnostics.model_diagnostics`` on the clean test split (z = mu), and the PCA-equivalent size of
-    ``test_psnr``; PCA's curve is fitted once per split (``folder/pca_curve.json``, shared by its runs)."""
+    ``test_psnr``; PCA's curve is fitted once per split (``folder/pca_curve.json``, shared by its runs; the
+    folder above is looked in first, so that a grid's ``sweeps/`` runs reuse the grid's curve)."""
     test = images[split["test"]]
     batches = (to_float(test[i:i + EVAL_BATCH]).to(device) for i in range(0, len(test), EVAL_BATCH))
     found = D.model_diagnostics(model, batches, beta=cfg.train.beta, recon=cfg.train.vae_recon)
     key = D.curve_key(asdict(cfg.data), split)
-    curve = D.cached_pca_curve(folder, key, images[split["train"]], test)
+    curve = D.cached_pca_curve(folder, key, images, split, also=(Path(folder).parent,))
     found["pca_equivalent"] = {**D.pca_equivalent_size(curve["k"], curve["psnr"], test_psnr), "curve": key}
     return {"split": "test", **found}
 

@@ -89,10 +89,15 @@ def test_pca_equivalent_size_of_pca_k_itself_is_k():
 
 def test_pca_curve_is_cached_per_split(tmp_path, monkeypatch):
     imgs = np.random.default_rng(1).integers(0, 256, size=(30, 8, 8), dtype=np.uint8)
-    first = D.cached_pca_curve(tmp_path, "k1", imgs[:20], imgs[20:])
+    split = {"train": np.arange(20), "test": np.arange(20, 30)}
+    first = D.cached_pca_curve(tmp_path, "k1", imgs, split)
+    assert first == D.pca_curve(imgs[:20], imgs[20:])
     monkeypatch.setattr(D, "pca_curve", lambda *a, **k: pytest.fail("recomputed a cached curve"))
-    assert D.cached_pca_curve(tmp_path, "k1", imgs[:20], imgs[20:]) == first
+    assert D.cached_pca_curve(tmp_path, "k1", imgs, split) == first
+    (tmp_path / "sweeps").mkdir()
+    assert D.cached_pca_curve(tmp_path / "sweeps", "k1", imgs, split, also=(tmp_path,)) == first  # the grid's
     assert list(json.loads((tmp_path / PCA_CURVE_JSON).read_text())["curves"]) == ["k1"]
+    assert not (tmp_path / "sweeps" / PCA_CURVE_JSON).exists()
 
 
 # ---------------------------------------------------------------- in the store
