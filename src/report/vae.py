@@ -87,7 +87,7 @@ def kl_figure(summary: dict, path: Path, label: str = "") -> Path | None:
             ax.set(xlabel="latent dimension, by KL", ylabel="KL (bits per image)" if j == 0 else None)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    return _save(fig, path, _title("VAE: KL per latent dimension (test split, z = μ), sorted", list(shown.values()),
+    return _save(fig, path, _title("VAE: KL per latent dimension (test split, z = μ, lowest seed), sorted", list(shown.values()),
                                    label))
 
 
