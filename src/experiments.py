@@ -319,6 +319,7 @@ def _read_json_or_none(path: Path) -> Any:
 
 
 SUMMARY_KEYS = ("run", "model", "reg", "noise_train", "seed", "best_epoch")
+DIAGNOSTIC_KEYS = ("rate_bits_per_image", "active_units", "active_entries")  # summary.csv columns (VAE, VAE, AE)
 
 
 def write_summary(out: Path) -> dict[str, Any]:
@@ -337,6 +338,8 @@ def write_summary(out: Path) -> dict[str, Any]:
         for split in ("val", "test"):
             for cond, vals in r[split].items():
                 row.update({f"{split}_{cond}_{k}": v for k, v in vals.items() if k != "n"})
+        d = r.get("diagnostics") or {}  # the same columns for every run: empty where a model has none
+        row.update({k: d.get(k) for k in DIAGNOSTIC_KEYS}, pca_equivalent_k=(d.get("pca_equivalent") or {}).get("k"))
         rows.append(row)
     buf = io.StringIO()
     if rows:

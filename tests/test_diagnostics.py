@@ -1,5 +1,6 @@
 """VAE / AE diagnostics (src/diagnostics.py): hand-computed KL, bits, active units, PCA-equivalent size,
 and their place in the store (metrics.json, old grids, the weight-free report)."""
+import csv
 import json
 import math
 
@@ -132,6 +133,11 @@ def test_every_run_of_the_grid_holds_its_diagnostics(smoke_grid):
             assert diag["n"] == len(test)  # the stored test split, every image
             assert diag["rate_nats_per_image"] == pytest.approx(float(kl_divergence(mu, logvar).mean()), rel=1e-5)
             assert diag["active_units"] == int((mu.var(0, unbiased=False) > 0.01).sum())
+    with open(runs / "summary.csv", newline="") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    vae, ae = rows["vae-none-clean-s0"], rows["ae-none-clean-s0"]
+    assert float(vae["rate_bits_per_image"]) == read_metrics(runs / "vae-none-clean-s0")["diagnostics"]["rate_bits_per_image"]
+    assert vae["active_entries"] == "" and ae["rate_bits_per_image"] == "" and int(ae["active_entries"]) >= 0
 
 
 def test_report_gives_an_old_grid_its_diagnostics_once(smoke_copy, monkeypatch, capsys):
