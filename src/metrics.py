@@ -13,6 +13,11 @@ the mean of per-image values.
 """
 from __future__ import annotations
 
+import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 WIN = 7
@@ -20,7 +25,9 @@ K1, K2 = 0.01, 0.03
 # Images per step on the CPU, so that the temporaries stay in cache (several times faster than
 # whole-batch steps on 2 cores; neighbouring sizes measured within ~15%). Other devices take the whole batch.
 CPU_CHUNK = 16  # mse, psnr
-SSIM_CPU_CHUNK = 4  # ssim
+# SSIM on the CPU: tasks of SSIM_CPU_CHUNK images, one per core, each task on one intra-op thread. About 20
+# small ops per task: split across threads, every op waits for the slowest core (benchmarks/RESULTS.md, 2026-12-01).
+SSIM_CPU_CHUNK = 2
 
 
 def _squared_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -37,6 +44,33 @@ def _chunked(fn, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
     return torch.cat([fn(x[s:s + chunk], y[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
 
 
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, workers, pool) of the SSIM tasks
+
+
+def _cpu_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads with one intra-op thread each, made once per process and size.
+
+    torch.set_num_threads in a new thread sets that thread's count and the default of threads not
+    yet started; every worker is started here (the barrier holds each on its own thread) and this
+    thread's count then set back, so the rest of the process keeps its setting.
+    """
+    global _POOL
+    if _POOL is None or _POOL[:2] != (os.getpid(), workers):  # a forked child has the object, not the threads
+        mine = torch.get_num_threads()
+        started = threading.Barrier(workers + 1)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="ssim", initializer=torch.set_num_threads,
+                                  initargs=(1,))
+        waits = [pool.submit(started.wait) for _ in range(workers)]
+        started.wait()
+        for w in waits:
+            w.result()
+        torch.set_num_threads(mine)
+        old, _POOL = _POOL, (os.getpid(), workers, pool)
+        if old is not None and old[0] == os.getpid():
+            old[2].shutdown(wait=False)
+    return _POOL[2]
+
+
 def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B, ...) x (B, ...) -> (B,) mean squared error per image."""
     return _chunked(_squared_error, x, y, CPU_CHUNK).float()
@@ -49,15 +83,20 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """(B, 1, H, W) or (B, H, W) pairs -> (B,) SSIM, equal to skimage's to ~1e-6.
+    """(B, 1, H, W) or (B, H, W) pairs -> (B,) SSIM, equal to skimage's to ~2e-6.
 
-    Computed in float32 on mean-centred images, with separable window sums.
+    Computed in float32 on mean-centred images, with separable window sums. On the CPU, chunks
+    of ``SSIM_CPU_CHUNK`` images are scored in parallel, one thread per torch intra-op thread.
     """
     if x.dim() == 3:
         x, y = x.unsqueeze(1), y.unsqueeze(1)
     if x.shape[1] != 1:
         raise ValueError(f"ssim expects single-channel images, got shape {tuple(x.shape)}")
-    return _chunked(lambda a, b: _ssim(a, b, data_range), x, y, SSIM_CPU_CHUNK)
+    fn = lambda a, b: _ssim(a, b, data_range)  # noqa: E731
+    workers, n, c = torch.get_num_threads(), x.shape[0], SSIM_CPU_CHUNK
+    if x.device.type != "cpu" or workers == 1 or n <= c:
+        return _chunked(fn, x, y, c)
+    return torch.cat(list(_cpu_pool(workers).map(lambda s: fn(x[s:s + c], y[s:s + c]), range(0, n, c))))
 
 
 def _window_sum(t: torch.Tensor, w: int, dim: int) -> torch.Tensor:
@@ -80,23 +119,37 @@ def _window_sum(t: torch.Tensor, w: int, dim: int) -> torch.Tensor:
         size *= 2
 
 
+@functools.lru_cache(maxsize=8)
+def _band(n: int, w: int, device: torch.device) -> torch.Tensor:
+    """(n, n - w + 1) float32 matrix of ones where row i is in window j (j <= i < j + w): t @ band = window sums."""
+    i, j = torch.arange(n)[:, None], torch.arange(n - w + 1)[None, :]
+    return ((i >= j) & (i < j + w)).float().to(device)
+
+
 def _ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
-    """SSIM of (b, 1, H, W) pairs in float32."""
+    """SSIM of (b, 1, H, W) pairs in float32, in about 20 ops (each written into its own result)."""
     x, y = x.float(), y.float()
+    b, _, h, w = x.shape
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     # (Co)variances do not change when an image is shifted, and they are differences of close
-    # numbers: centering each image on its mean first keeps float32 within ~1e-7 of float64.
+    # numbers: centering each image on its mean first keeps float32 within ~1e-6 of float64.
     mx, my = x.mean((1, 2, 3), keepdim=True), y.mean((1, 2, 3), keepdim=True)  # (b, 1, 1, 1)
-    xc, yc = x - mx, y - my
-    maps = torch.cat([xc, yc, xc * xc + yc * yc, xc * yc], 1)  # (b, 4, H, W)
-    means = _window_sum(_window_sum(maps, WIN, 3), WIN, 2).div_(WIN * WIN)  # (b, 4, H-6, W-6)
-    ux, uy, sq, xy = means.unbind(1)  # window means of the centered images, (b, H-6, W-6)
-    cov_norm = WIN * WIN / (WIN * WIN - 1)  # sample covariance, as skimage
-    v_sum = cov_norm * (sq - ux * ux - uy * uy)  # var x + var y
-    cov = cov_norm * (xy - ux * uy)
-    ux, uy = ux + mx[:, 0], uy + my[:, 0]  # back to the images' own means
-    s = ((2 * ux * uy + c1) * (2 * cov + c2)) / ((ux * ux + uy * uy + c1) * (v_sum + c2))
-    return s.flatten(1).mean(1)
+    maps = x.new_empty(b, 4, h, w)  # xc, yc, xc^2 + yc^2, xc yc
+    xc, yc = torch.sub(x, mx, out=maps[:, 0:1]), torch.sub(y, my, out=maps[:, 1:2])
+    torch.mul(xc, xc, out=maps[:, 2:3]).addcmul_(yc, yc)
+    torch.mul(xc, yc, out=maps[:, 3:4])
+    # Window sums: along rows by shifted additions (whole rows, vectorized), along columns as one matrix
+    # product with a band of ones (shifted additions there are unaligned and cost more).
+    sums = torch.matmul(_window_sum(maps, WIN, 2), _band(w, WIN, x.device))  # (b, 4, H-6, W-6)
+    sx, sy, sq, sxy = sums.unbind(1)
+    n = WIN * WIN
+    cn = 1 / (n * (n - 1))  # sample covariance (n / (n - 1), as skimage) of window sums: (n Sxy - Sx Sy) cn
+    ux, uy = torch.add(mx[:, 0], sx, alpha=1 / n), torch.add(my[:, 0], sy, alpha=1 / n)  # the images' own means
+    num1 = torch.mul(ux, uy).mul_(2).add_(c1)  # 2 ux uy + c1
+    den1 = torch.mul(ux, ux).addcmul_(uy, uy).add_(c1)  # ux^2 + uy^2 + c1
+    num2 = torch.mul(sxy, 2 * n * cn).add_(c2).addcmul_(sx, sy, value=-2 * cn)  # 2 cov + c2
+    den2 = torch.mul(sq, n * cn).add_(c2).addcmul_(sx, sx, value=-cn).addcmul_(sy, sy, value=-cn)  # var x + var y + c2
+    return num1.mul_(num2).div_(den1.mul_(den2)).mean((1, 2))
 
 
 def all_metrics(x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
