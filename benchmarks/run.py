@@ -13,8 +13,9 @@ It prints a table and writes JSON (default ``benchmarks/out/results.json``) with
 - training: images/s of ``src.train.fit`` (whole call: validation, checkpoints, setup)
   vs the compute bound (forward + loss + backward + Adam step on one fixed resident
   batch, no data pipeline), plus the bound with each fast path of ``--variants``: bf16
-  autocast, channels_last, ``torch.compile`` (opt-in flags), and ``no_fused_adam``, which
-  measures the fused-Adam default against torch's per-tensor loop;
+  autocast, channels_last, ``torch.compile`` (opt-in flags), and ``no_fused_adam`` /
+  ``no_channels_last``, which measure the fused-Adam default against torch's per-tensor loop and
+  the ConvAE's NHWC default on a CPU against the plain NCHW layout;
 - evaluation: ``src.metrics`` batched SSIM / PSNR vs scikit-image's per-image functions
   on the same images: images/s, ratio, max absolute difference;
 - stacked: images/s of ``src.stacked`` training G runs as one model, for each G of
@@ -61,13 +62,13 @@ from src.regularization import KINDS, RegConfig
 from src.evaluation import EVAL_BATCH
 from src.stacked import Stack, train_stack_epoch
 from src.train import (RunConfig, RunObjective, TrainConfig, epoch_batches, fit, make_optimizer, pick_device,
-                       run_generator, train_one_epoch, train_step)
+                       run_generator, train_one_epoch, train_step, uses_channels_last)
 from src.utils import UserError, set_seed, write_json
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "out" / "results.json"
 DEFAULT_WORK = HERE / "out" / "work"
-VARIANTS = ("amp", "channels_last", "compile", "no_fused_adam")  # the last one measures the default's gain
+VARIANTS = ("amp", "channels_last", "compile", "no_fused_adam", "no_channels_last")  # no_*: the default's gain
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -108,12 +109,32 @@ def _git_commit() -> str | None:
         return None
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_isa() -> dict[str, Any]:
+    """The CPU's vendor, the vector/matrix extensions of ISA_FLAGS it reports, and the kernels torch picked."""
+    flags: set[str] = set()
+    vendor = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("vendor_id") and vendor is None:
+                vendor = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: None)()
+    return {"vendor": vendor, "isa": [f for f in ISA_FLAGS if f in flags], "torch_cpu_capability": cap}
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     info = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
-            "cpu": _cpu_model(), "cores": cores, "usable_cores": usable, "torch_threads": torch.get_num_threads(),
+            "cpu": _cpu_model(), **cpu_isa(), "cores": cores, "usable_cores": usable,
+            "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "git": _git_commit(), "loadavg_start": list(os.getloadavg()),
             "env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "KMP_", "GOMP_"))}}
@@ -220,7 +241,7 @@ def compute_bound(cfg: RunConfig, batch_u8: np.ndarray, steps: int, device: torc
     set_seed(tc.seed)
     model = build_model(cfg.model).to(device)
     x = to_float(torch.from_numpy(batch_u8).to(device))  # (B, 1, S, S)
-    if tc.channels_last:
+    if uses_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), tc, device)
@@ -248,6 +269,9 @@ def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: 
     batch = images[:batch_size]
     out: dict[str, Any] = {"n_images": len(images), "n_train": n_train, "epochs": epochs,
                            "batch_size": batch_size}
+    # Once per process, torch's first optimizer imports torch._dynamo (1-2 s on 2 cores): timed here, apart from
+    # the fits, as it is in a study, whose runs share one process.
+    out["first_optimizer_s"] = _timed(lambda: torch.optim.Adam([torch.zeros(1, requires_grad=True)]), device)[0]
     for name in models:
         cfg = _run_config(name, size, epochs, batch_size, device)
         run_dir = Path(tempfile.mkdtemp(prefix=f"fit-{name}-", dir=work))
@@ -267,9 +291,10 @@ def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: 
             r["fastest_epoch_images_per_s"] = n_train / min(epoch_s[1:])
         r["fast_paths"] = {}
         for v in variants:
-            if v == "channels_last" and name != "ae":
+            if v in ("channels_last", "no_channels_last") and name != "ae":
                 continue  # a fully-connected model has no layout to change
-            flag = {"fused_adam": False} if v == "no_fused_adam" else {v: True}
+            flag = {"no_fused_adam": {"fused_adam": False},
+                    "no_channels_last": {"channels_last": False}}.get(v, {v: True})
             vb = compute_bound(_run_config(name, size, epochs, batch_size, device, **flag), batch, steps, device,
                                repeat)
             r["fast_paths"][v] = {"compute_bound_images_per_s": vb["images_per_s"],
@@ -415,7 +440,7 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """The targets of issue #6 with what this run measured (``met`` None = not measured here)."""
+    """The targets of issues #6 and #22 with what this run measured (``met`` None = not measured here)."""
     rows = []
 
     def add(what: str, value: float | None, target: str, ok: bool | None, note: str = "") -> None:
@@ -425,21 +450,23 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     for name in ("ae", "vae"):
         if tr and name in tr:
             v = tr[name]["ratio_fit_over_bound"]
-            add(f"fit / compute bound, {name} ({r['device']})", v, ">= 0.9", v >= 0.9)
+            add(f"fit / compute bound, {name} ({r['device']})", v, ">= 0.8 (issue #22)", v >= 0.8,
+                f"torch's first optimizer in a process: {tr['first_optimizer_s']:.2f} s more, once")
     if d:
         v = d["batches"]["ratio_project_over_naive"]
         add("project batches / naive PNG DataLoader", v, ">= 5", v >= 5)
         v = d["cold_decode_images_per_s"]
-        add(f"cold decode, images/s ({d['n_files']} files, {d['workers']} workers)", v, ">= 1500 (at 70,000)",
-            v >= 1500, "" if d["n_files"] >= 70000 else "measured at a smaller N")
+        add(f"cold decode, images/s ({d['n_files']} files, {d['workers']} workers)", v,
+            ">= 1500 at 2,000+ files, 2 workers (issue #22)", v >= 1500 if d["n_files"] >= 2000 else None,
+            "" if d["n_files"] >= 2000 else "needs 2,000+ files")
         v = d["cached_reload_s"]
         add(f"cached reload, s ({d['n_files']} files)", v, "<= 3 (at 70,000)", v <= 3,
             "" if d["n_files"] >= 70000 else "measured at a smaller N")
     if ev:
         v = ev["ssim"]["ratio"]
-        add("batched SSIM / skimage loop", v, ">= 20", v >= 20)
+        add("batched SSIM / skimage loop", v, ">= 2 (issue #22; #6 asked 20)", v >= 2)
         v = ev["ssim"]["max_abs_diff"]
-        add("SSIM max |diff| vs skimage", v, "<= 1e-4", v <= 1e-4)
+        add("SSIM max |diff| vs skimage", v, "<= 1e-5", v <= 1e-5)
     st = r.get("stacked")
     for name, m in (st or {}).get("models", {}).items():
         best = max(v["images_per_s"] for v in m["stacked"].values())
@@ -463,8 +490,10 @@ def _fmt(v: Any) -> str:
 
 
 def table(r: dict[str, Any]) -> str:
-    lines = [f"machine: {r['machine']['device_name']} ({r['machine']['usable_cores']} cores, torch "
-             f"{r['machine']['torch']}, {r['machine']['torch_threads']} threads"
+    lines = [f"machine: {r['machine']['device_name']} ({r['machine']['usable_cores']} cores, "
+             f"ISA {' '.join(r['machine'].get('isa') or ['-'])}, torch kernels "
+             f"{r['machine'].get('torch_cpu_capability')}, torch {r['machine']['torch']}, "
+             f"{r['machine']['torch_threads']} threads"
              + "".join(f", {k}={v}" for k, v in r["machine"].get("env", {}).items()) + "), load "
              f"{r['machine']['loadavg_start'][0]:.2f} -> "
              f"{r['machine']['loadavg_end'][0]:.2f}, {r['machine']['date']}", ""]
@@ -488,6 +517,9 @@ def table(r: dict[str, Any]) -> str:
                 rows.append((f"{name}:   epochs 2+ (train + val only), images/s", t["steady_epochs_images_per_s"]))
                 rows.append((f"{name}:   fastest of those epochs, images/s", t["fastest_epoch_images_per_s"]))
             rows.append((f"{name}:   time outside epochs (setup, checkpoints), s", t["outside_epochs_s"]))
+            if name == "ae" or "ae" not in tr:
+                rows.append(("torch's first optimizer in the process (imports torch._dynamo), s, once",
+                             tr["first_optimizer_s"]))
             for v, fp in t["fast_paths"].items():
                 rows.append((f"{name}: bound with {v}, x plain bound", fp["speedup_over_plain_bound"]))
     st = r.get("stacked")
@@ -514,7 +546,7 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("CUDA max allocated, MiB", mem["cuda_max_allocated_mib"]))
     w = max(len(a) for a, _ in rows)
     lines += [f"{a:<{w}}  {_fmt(b)}" for a, b in rows]
-    lines += ["", "targets (issue #6):"]
+    lines += ["", "targets (issues #6, #22):"]
     for t in r["targets"]:
         met = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         lines.append(f"  {t['what']}: {_fmt(t['value'])} (target {t['target']}) {met}"
@@ -536,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_pos_int, default=128, help="side of the generated faces, pixels")
     p.add_argument("--batch-epochs", type=_pos_int, default=1, help="epochs of the naive-vs-project batch test")
     p.add_argument("--models", nargs="+", choices=("ae", "vae"), default=["ae", "vae"], help="models to train")
-    p.add_argument("--variants", nargs="*", choices=VARIANTS, default=["amp", "channels_last", "no_fused_adam"],
+    p.add_argument("--variants", nargs="*", choices=VARIANTS, default=["amp", "no_channels_last", "no_fused_adam"],
                    help="fast paths measured on the compute bound (compile: slow to compile on a CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--workers", type=_pos_int, default=None,

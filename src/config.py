@@ -73,7 +73,7 @@ class TrainConfig:
     device: str = "auto"        # auto = cuda, else mps, else cpu
     progress: bool = True       # tqdm bars
     amp: bool = False           # bf16 autocast of the training forward pass (evaluation stays float32)
-    channels_last: bool = False  # NHWC memory layout for the model and its inputs (conv models)
+    channels_last: bool | None = None  # NHWC layout of model and inputs; None = the ConvAE on a CPU (faster there)
     compile: bool = False       # torch.compile the model (the first epoch pays the compile time)
     checkpoint_s: float = 60.0  # min. seconds between last.pt/best.pt writes (kept <= 5% of the time); 0 = every epoch
     fused_adam: bool = True     # Adam's update as one fused kernel per tensor (CPU, CUDA); False = torch's op-by-op loop
@@ -262,8 +262,11 @@ def set_fields(cfg: Any, assignments: list[str]) -> Any:
             have = [s for s in SECTIONS if hasattr(cfg, s)]
             raise UserError(f"--set {a!r}: expected SECTION.FIELD=VALUE with SECTION in {have} and FIELD one of "
                             "its fields (the flags of: python -m src train --help)")
-        sub = getattr(cfg, section)
-        cfg = replace(cfg, **{section: replace(sub, **{name: parse_value(raw, getattr(sub, name), key)})})
+        sub, typ = getattr(cfg, section), next(f.type for f in fields(cls) if f.name == name)
+        current = getattr(sub, name)
+        if current is None and raw.lower() != "none":  # an optional field: parse as its declared type
+            current = {"bool": False, "int": 0, "float": 0.0}.get(str(typ).split("|")[0].strip(), current)
+        cfg = replace(cfg, **{section: replace(sub, **{name: parse_value(raw, current, key)})})
     return cfg
 
 

@@ -1,7 +1,7 @@
 """Fast paths of the training loop: each one stays within tolerance of the plain path.
 
-bf16 autocast, channels_last and torch.compile are TrainConfig flags (off by default); fused
-Adam is on by default; checkpoints are throttled by ``checkpoint_s``; batches come from the
+bf16 autocast and torch.compile are TrainConfig flags (off by default); channels_last is on
+by default for the ConvAE on a CPU; fused Adam is on by default; checkpoints are throttled by ``checkpoint_s``; batches come from the
 resident uint8 set in a (seed, epoch) order; a training epoch reads nothing back per step.
 """
 import math
@@ -68,13 +68,34 @@ def test_fused_adam_gives_the_per_tensor_results(tmp_path, faces, model):
 
 
 def test_channels_last_gives_the_plain_results(tmp_path, faces):
-    plain, m_plain = _train(tmp_path, faces, "plain", "ae", noise_train=0.1)
+    plain, m_plain = _train(tmp_path, faces, "plain", "ae", noise_train=0.1, channels_last=False)
     cl, m_cl = _train(tmp_path, faces, "cl", "ae", noise_train=0.1, channels_last=True)
+    assert cl["model"].encoder[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain["model"].encoder[2].weight.is_contiguous(memory_format=torch.channels_last)
     # only the memory layout changes: equal up to float32 summation order
     assert cl["history"][-1]["val_loss"] == pytest.approx(plain["history"][-1]["val_loss"], rel=1e-5)
     np.testing.assert_allclose(m_cl["ssim"], m_plain["ssim"], atol=1e-5)
     for k, v in plain["best_state"].items():
         torch.testing.assert_close(cl["best_state"][k].contiguous(), v, rtol=1e-4, atol=1e-6)
+
+
+def test_channels_last_is_the_default_for_the_conv_ae_on_a_cpu_only():
+    from src.train import uses_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert uses_channels_last(cfg_for("ae"), cpu) and not uses_channels_last(cfg_for("vae"), cpu)
+    assert not uses_channels_last(cfg_for("ae"), cuda)  # not measured there: the plain layout
+    assert not uses_channels_last(cfg_for("ae", channels_last=False), cpu)  # an explicit setting wins
+    assert uses_channels_last(cfg_for("ae", channels_last=True), cuda)
+
+
+def test_an_optional_flag_is_set_from_the_command_line_as_a_bool():
+    from src.config import set_fields
+
+    cfg = cfg_for("ae")
+    assert set_fields(cfg, ["train.channels_last=false"]).train.channels_last is False
+    assert set_fields(cfg, ["train.channels_last=yes"]).train.channels_last is True
+    assert set_fields(cfg, ["train.channels_last=none"]).train.channels_last is None
 
 
 @pytest.mark.slow  # a cold compile takes about a minute per model
