@@ -130,7 +130,8 @@ def test_memory_and_targets(result):
 def test_table_is_printed(result, capsys):
     r, _ = result
     text = bench.table(r)
-    assert "targets (issue #6)" in text and "cold decode of 80 PNG files" in text and "ae: fit" in text
+    assert "targets (issues #6, #22)" in text and "cold decode of 80 PNG files" in text and "ae: fit" in text
+    assert f"{r['machine']['usable_cores']} cores, ISA " in text.splitlines()[0]  # the machine next to the figures
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
