@@ -13,8 +13,10 @@ import multiprocessing
 import os
 import sys
 import time
+import types
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,7 +25,7 @@ import numpy as np
 from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in notebooks
 
 from .config import DataConfig, check_fractions
-from .decode import BadImage, decode_image
+from .decode import decode_job
 from .synthetic import GENERATOR, GENERATOR_VERSION  # what a sample's SAMPLE.json names
 from .utils import UserError, atomic_path, read_json, write_json
 
@@ -111,15 +113,6 @@ def find_images(root) -> tuple[list[Path], list[Skipped]]:
     return [p for _, p in found], skipped
 
 
-# ----------------------------------------------------------------------------- decoding
-def _decode_job(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
-    """Worker: (path, size) -> (image, None) or (None, reason)."""
-    try:
-        return decode_image(args[0], args[1]), None
-    except BadImage as e:
-        return None, str(e)
-
-
 # ----------------------------------------------------------------------------- cache
 def _cache_key(root: Path, size: int, stats: list[tuple[str, int, int]]) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}\0{root.resolve()}\0{size}\0".encode("utf-8", "surrogateescape"))
@@ -179,6 +172,22 @@ def _main_importable() -> bool:
     return path is None or os.path.isfile(path)
 
 
+@contextmanager
+def _children_skip_main() -> Iterator[None]:
+    """Worker processes started inside do not import the parent's ``__main__`` again.
+
+    forkserver and spawn children first import the parent's main module (for functions defined
+    there); the decode job lives in ``decode``, and a main that imports torch (the benchmark, a notebook
+    kernel) cost every worker 1-2 s of a 2,000-file decode. Only process start-up sees the stand-in.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no __spec__, no __file__: nothing to import
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def _decode_all(paths: list[Path], size: int, workers: int | None, progress: bool):
     """Yield (image | None, reason | None) in the order of ``paths``."""
     jobs = [(str(p), size) for p in paths]
@@ -187,14 +196,17 @@ def _decode_all(paths: list[Path], size: int, workers: int | None, progress: boo
     bar = tqdm(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
     with bar:
         if workers <= 1 or len(jobs) < PARALLEL_MIN or not _main_importable():  # else: decoded in this process
-            results = map(_decode_job, jobs)
+            results = map(decode_job, jobs)
             pool = None
         else:
             # forkserver: safe even when the parent already runs torch/CUDA threads (fork is not)
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+            if ctx.get_start_method() == "forkserver":  # its server imports the job's module once, for every worker
+                ctx.set_forkserver_preload([decode_job.__module__])
             pool = concurrent.futures.ProcessPoolExecutor(min(workers, 32), mp_context=ctx)
-            results = pool.map(_decode_job, jobs, chunksize=max(1, min(256, len(jobs) // (workers * 8))))
+            with _children_skip_main():  # map() submits every chunk, which starts the workers
+                results = pool.map(decode_job, jobs, chunksize=max(1, min(256, len(jobs) // (workers * 8))))
         try:
             for r in results:
                 bar.update()

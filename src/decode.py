@@ -56,6 +56,15 @@ def _square(im: Image.Image, size: int) -> Image.Image:
     return im
 
 
+def decode_job(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
+    """A decode worker's job: (path, size) -> (image, None) or (None, reason). Here, not in ``data``, so that
+    a worker process imports only this module (numpy and Pillow)."""
+    try:
+        return decode_image(args[0], args[1]), None
+    except BadImage as e:
+        return None, str(e)
+
+
 def decode_image(path, size: int = 128) -> np.ndarray:
     """Decode one file to a (size, size) uint8 grayscale array.
 

@@ -97,7 +97,21 @@ def run_generator(seed: int, epoch: int, device: torch.device | str) -> torch.Ge
 def make_optimizer(params: Iterable[torch.Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam; fused on CPU and CUDA unless ``tc.fused_adam`` is off (on a CPU torch's default is a
     per-tensor loop of small ops, which cost the VAE about a third of its step)."""
-    return torch.optim.Adam(params, lr=tc.lr, fused=tc.fused_adam and device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.Adam(params, lr=tc.lr, fused=tc.fused_adam and device.type in ("cpu", "cuda"))
+    optimizer.register_load_state_dict_post_hook(_moments_like_weights)
+    return optimizer
+
+
+def _moments_like_weights(optimizer: torch.optim.Optimizer) -> None:
+    """After a load: each state tensor in its weight's memory layout. torch's fused CPU Adam pairs them by
+    memory position, so contiguous moments loaded for a channels_last weight (a checkpoint of the other
+    layout, or of a stack) would update the wrong elements."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for k, v in state.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)  # empty_like keeps p's strides
 
 
 def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:

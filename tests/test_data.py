@@ -17,9 +17,10 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from src import data
+from src import data, decode
 from src.config import DataConfig
-from src.data import BadImage, decode_image, find_images, load_images, split_indices, to_float
+from src.data import find_images, load_images, split_indices, to_float
+from src.decode import BadImage, decode_image
 from src.utils import UserError
 
 
@@ -348,13 +349,13 @@ def test_limit_takes_first_sorted(tmp_path):
 def counted(monkeypatch):
     """Count decode_image calls (serial path: fewer than PARALLEL_MIN files)."""
     calls = []
-    real = data.decode_image
+    real = decode.decode_image
 
     def spy(path, size=128):
         calls.append(path)
         return real(path, size)
 
-    monkeypatch.setattr(data, "decode_image", spy)
+    monkeypatch.setattr(decode, "decode_image", spy)  # the one the decode job calls
     return calls
 
 
@@ -368,7 +369,7 @@ def test_cache_hit_reuses_without_decoding(tmp_path, counted, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(data, "decode_image", boom)
+    monkeypatch.setattr(decode, "decode_image", boom)
     fs2, warns = quiet_load(root, tmp_path, size=16)
     assert np.array_equal(fs2.images, fs.images) and fs2.files == fs.files and not warns
     assert isinstance(fs2.images, np.memmap) and not fs2.images.flags.writeable
@@ -433,6 +434,35 @@ def test_parallel_decode_matches_serial(tmp_path):
     ser, w2 = quiet_load(root, tmp_path, size=16, workers=1, cache_dir=tmp_path / "c2")
     assert par.files == ser.files and np.array_equal(par.images, ser.images)
     assert len(w1) == len(w2) == 1 and par.skipped == ser.skipped
+
+
+MAIN_THAT_MARKS_ITS_IMPORTS = """
+import os, sys
+if __name__ != "__main__":  # a decode worker running this script again
+    open(os.path.join(sys.argv[3], f"imported-by-{os.getpid()}"), "w").close()
+from src.data import load_images
+if __name__ == "__main__":
+    print(len(load_images(sys.argv[1], 16, cache_dir=sys.argv[2], workers=2, progress=False).files))
+"""
+
+
+def test_decode_workers_do_not_run_the_callers_main_again(tmp_path):
+    # A main that imports torch (the benchmark, a notebook) cost each worker 1-2 s when they re-imported it.
+    import subprocess
+
+    root, marks = tmp_path / "faces", tmp_path / "marks"
+    marks.mkdir()
+    for i in range(data.PARALLEL_MIN + 6):
+        gray(root / f"{i:03d}.png", seed=i)
+    script = tmp_path / "main.py"
+    script.write_text(MAIN_THAT_MARKS_ITS_IMPORTS)
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "cache"), str(marks)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(data.PARALLEL_MIN + 6)]
+    assert list(marks.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- resolve

@@ -79,6 +79,19 @@ def test_channels_last_gives_the_plain_results(tmp_path, faces):
         torch.testing.assert_close(cl["best_state"][k].contiguous(), v, rtol=1e-4, atol=1e-6)
 
 
+def test_a_checkpoint_of_one_layout_resumes_in_the_other(tmp_path, faces):
+    # torch's fused CPU Adam pairs a weight and its moments by memory position: contiguous moments loaded
+    # for a channels_last weight (an older checkpoint, or one from a stack) would update the wrong elements.
+    plain = fit(cfg_for("ae", epochs=2, channels_last=False), faces, tmp_path / "plain", log=lambda *_: None)
+    for first, then in ((False, True), (True, False)):
+        run = tmp_path / f"{first}-{then}"
+        fit(cfg_for("ae", epochs=1, channels_last=first), faces, run, log=lambda *_: None)
+        res = fit(cfg_for("ae", epochs=2, channels_last=then), faces, run, resume=True, log=lambda *_: None)
+        assert res["history"][-1]["val_loss"] == pytest.approx(plain["history"][-1]["val_loss"], rel=1e-5)
+        for k, v in plain["best_state"].items():
+            torch.testing.assert_close(res["best_state"][k].contiguous(), v, rtol=1e-4, atol=1e-6)
+
+
 def test_channels_last_is_the_default_for_the_conv_ae_on_a_cpu_only():
     from src.train import uses_channels_last
 
