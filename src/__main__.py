@@ -11,6 +11,7 @@ Commands:
   analyze         noise sweep of a finished grid (evaluation only), its figures and claim verdicts
   rd              rate-distortion curves (real bytes) of a finished grid vs PCA, JPEG, WebP, JPEG 2000
   export          a weight-free results bundle of a grid (folder or .tar.gz)
+  merge           bundles of one study (pieces: other seeds or models) into one results folder
 
 torch is imported only by the commands that need it, so ``--help`` and argument errors are instant.
 """
@@ -159,6 +160,7 @@ def config_from_flags(a: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import LATENT_CODERS, PRESETS, RD_PRESETS
+    from .piece import add_piece_flags
 
     p = Parser(prog="python -m src", description="AE / VAE face compression study.", epilog=EXAMPLES,
                formatter_class=Formatter)
@@ -199,14 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="size of the study")
     r.add_argument("--data", default=None, help="image folder (default: data/flickr if present, else the "
                                                 "generated data/sample)")
-    r.add_argument("--seeds", type=positive_int, default=None, metavar="N",
-                   help="seeds 0..N-1 per grid cell (default: the preset's)")
+    r.add_argument("--seeds", default=None, metavar="N|LIST",
+                   help="a count (3: seeds 0, 1, 2) or a list (1,2; one seed alone: 2,) (default: the preset's)")
+    add_piece_flags(r)
     r.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="change a training or data setting of every run, e.g. --set train.lr=3e-4 (repeatable)")
     r.add_argument("--parallel-runs", type=int, default=None, metavar="N",
                    help="runs of one model trained together as one stacked model; 1 = one at a time, 0 = all "
                         "(default: all on a CUDA GPU; 1 on a CPU, where stacking measured slower)")
-    r.add_argument("--rd-sweep", choices=sorted(RD_PRESETS), default=None,
+    r.add_argument("--rd-sweep", choices=sorted(RD_PRESETS) + ["none"], default=None,
                    help="rate-distortion sweep (default: the preset's own; none for the analysis presets)")
     r.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
     _publish(r)
@@ -231,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex = command("export", "write a weight-free results bundle of a grid (a folder, or a .tar.gz)")
     ex.add_argument("runs_dir", help="output folder of reproduce")
     ex.add_argument("dest", help="ARCHIVE.tar.gz, or a new folder such as results/full-synthetic")
+
+    mg = command("merge", "merge bundles of one study (other seeds or models) into one results folder")
+    mg.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folders or .tar.gz (reproduce --bundle, export)")
+    mg.add_argument("--into", required=True, help="results folder, created or added to (e.g. results/full-synthetic)")
     return p
 
 
@@ -305,13 +312,16 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
+    from .budget import parse_models, parse_seeds
+    from .config import MODEL_NAMES
     from .pipeline import outputs, reproduce
 
     out = Path(a.out or f"runs/{a.preset}")
     figures, readme = outputs(out, a.publish, a.figures, a.readme)
-    r = reproduce(a.preset, out, data=a.data, device=a.device, seeds=a.seeds, settings=a.set,
+    r = reproduce(a.preset, out, data=a.data, device=a.device, seeds=None if a.seeds is None else parse_seeds(a.seeds),
+                  models=parse_models(a.models, MODEL_NAMES), runs=a.runs, settings=a.set,
                   parallel_runs=a.parallel_runs, rd_sweep=a.rd_sweep, figures=figures, readme=readme,
-                  progress=not a.no_progress)
+                  budget_s=a.budget_s, images_per_s=a.images_per_s, bundle=a.bundle, progress=not a.no_progress)
     if r["report"] is None:  # under torchrun: rank 0 says it
         return 0
     published = f"; published to {readme} and {figures}" if readme else ""
@@ -343,6 +353,13 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(a: argparse.Namespace) -> int:
+    from .merge import merge
+
+    merge(a.bundles, a.into)
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import export
 
@@ -354,7 +371,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 _IO_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "rd": cmd_rd, "export": cmd_export,
-            "reproduce": cmd_reproduce, "report": cmd_report, "analyze": cmd_analyze}
+            "reproduce": cmd_reproduce, "report": cmd_report, "analyze": cmd_analyze, "merge": cmd_merge}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,16 @@ class FaceSet:
     def files_sha256(self) -> str:
         return hashlib.sha256("\n".join(self.files).encode()).hexdigest()
 
+    def fingerprint(self) -> str:
+        """sha256 of the decoded images (shape and pixels), the same wherever the folder lies: launches
+        and bundles of one study must agree on it (``merge`` refuses another)."""
+        h = hashlib.sha256(repr(self.images.shape).encode())
+        flat = np.ascontiguousarray(self.images).reshape(-1)
+        chunk = 64 << 20
+        for i in range(0, flat.size, chunk):
+            h.update(flat[i:i + chunk])
+        return h.hexdigest()[:16]
+
 
 # ----------------------------------------------------------------------------- scanning
 def _walk(root: Path) -> Iterator[tuple[str, Path] | Skipped]:

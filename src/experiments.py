@@ -39,11 +39,11 @@ from . import distributed
 from .checkpoint import CorruptFile
 from .compression import baseline_metrics
 from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
-from .data import FaceSet, load_dataset, resolved, split_indices
+from .data import SAMPLE_MARKER, FaceSet, load_dataset, resolved, split_indices
 from .distributed import RunLock, grid_lock  # grid_lock: callers also import it from here
 from .evaluation import add_diagnostics, evaluate_run, needs_diagnostics, summarize
 from .results import SWEEPS_JSON, read_history, read_metrics, run_data
-from .stacked import default_parallel_runs, fit_stacked, stack_chunks
+from .stacked import StackUnavailable, default_parallel_runs, fit_stacked, stack_chunks
 from .train import TrainingDiverged, fit, is_trained, pick_device
 from .utils import UserError, read_json, save_npz, write_json, write_text
 
@@ -91,13 +91,15 @@ def grid_id(preset: Preset, data_cfg: DataConfig) -> str:
 
 def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, device: str = "auto",
              models: tuple[str, ...] = MODEL_NAMES, progress: bool = True, log=print,
-             parallel_runs: int | None = None) -> dict[str, Any]:
+             parallel_runs: int | None = None, budget=None, on_done=None, only=None) -> dict[str, Any]:
     """Train and evaluate every unfinished run of the grid, then write the summary.
 
     ``parallel_runs``: runs of one model trained together (see ``run_configs``). Under torchrun
     every rank calls this: the ranks share the runs, rank 0 alone writes grid.json, baselines and
     the summary, and every rank returns the summary after a last barrier. Separate launches of
     the same grid on the same ``out`` share it too; one of another grid gets a one-line error.
+    ``budget``, ``on_done``: as in ``run_configs`` (a piece: ``budget.Budget``, the bundle writer);
+    ``only``: a predicate on run names restricting the grid (``reproduce --runs``).
     Returns the summary dict (also in ``out/summary.json``).
     """
     out = Path(out)
@@ -121,7 +123,8 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
             write_json(out / "grid.json", {**info, "started": (old or info)["started"]})
         # per-run tqdm bars of several ranks would overwrite each other: the grid's progress lines stay
         configs = grid_configs(preset, data_cfg, device, progress and not distributed.tag(), models)
-        todo = run_configs(configs, out, faces.images, _conditions(preset), dev, log, parallel_runs)
+        configs = {n: c for n, c in configs.items() if only is None or only(n)}
+        todo = run_configs(configs, out, faces.images, _conditions(preset), dev, log, parallel_runs, budget, on_done)
         if main:
             if not (out / "baselines.json").exists() or todo:
                 write_baselines(out, faces, data_cfg)
@@ -132,6 +135,27 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
 
 def _quiet(_: str) -> None:
     pass
+
+
+def trainer_line(cfg: RunConfig, n_images: int, history: list[dict]) -> str:
+    """The "trainer:" line of a run trained alone: its images/s over its epochs (validation included)."""
+    n_train = len(split_indices(n_images, cfg.data.split, cfg.data.split_seed)["train"])
+    seconds = sum(h["seconds"] for h in history)
+    rate = f"{n_train * len(history) / seconds:,.0f} images/s" if seconds else "no epoch timed"
+    return f"trainer: one run at a time, 1 {cfg.model.name} run: {rate} over {len(history)} epochs"
+
+
+def budget_plan(budget, configs: dict[str, RunConfig], units: list[Unit], n_images: int) -> str:
+    """``budget.plan_line`` of the runs to train in ``units`` (a piece's plan, printed before training)."""
+    from .budget import Plan, plan_line
+
+    names = [n for u in units for n in u.names]
+    if not names:
+        return plan_line(Plan(0, 0, 0, 0), budget.rate, budget.seconds)
+    cfg = configs[names[0]]
+    sizes = {k: len(v) for k, v in split_indices(n_images, cfg.data.split, cfg.data.split_seed).items()}
+    plan = Plan(len(names), cfg.train.epochs, sizes["train"], sizes["val"] + sizes["test"])
+    return plan_line(plan, budget.rate, budget.seconds)
 
 
 # Relative time per training image at equal image size (benchmarks/RESULTS.md, CPU fit at 128x128:
@@ -145,13 +169,19 @@ class Unit:
     names: tuple[str, ...]
     train: bool    # False: trained already, evaluated only
     cost: float    # estimated images processed x MODEL_COST (``run_cost``)
+    images: float = 0.0  # image-steps left: training epochs x images, then one pass of val + test (budget)
 
 
 def run_cost(cfg: RunConfig, n_images: int, epochs_left: int) -> float:
     """Images a run still processes (training epochs left, then one pass of val + test under the
     conditions, about as costly per image as a training step) x ``MODEL_COST``."""
+    return run_images(cfg, n_images, epochs_left) * MODEL_COST.get(cfg.model.name, 1.0)
+
+
+def run_images(cfg: RunConfig, n_images: int, epochs_left: int) -> float:
+    """Image-steps a run still takes: ``epochs_left`` passes over train, then one over val + test."""
     train, val, test = cfg.data.split
-    return (epochs_left * train + val + test) * n_images * MODEL_COST.get(cfg.model.name, 1.0)
+    return (epochs_left * train + val + test) * n_images
 
 
 def plan_units(configs: dict[str, RunConfig], out: Path | None, n_images: int, parallel_runs: int,
@@ -174,12 +204,15 @@ def plan_units(configs: dict[str, RunConfig], out: Path | None, n_images: int, p
             done = 0
         return max(configs[n].train.epochs - done, 0)
 
-    units = [Unit(tuple(c), True, sum(run_cost(configs[n], n_images, left(n)) for n in c)) for c in chunks]
-    return units + [Unit((n,), False, run_cost(configs[n], n_images, 0)) for n in todo if n not in untrained]
+    units = [Unit(tuple(c), True, sum(run_cost(configs[n], n_images, left(n)) for n in c),
+                  sum(run_images(configs[n], n_images, left(n)) for n in c)) for c in chunks]
+    return units + [Unit((n,), False, run_cost(configs[n], n_images, 0), run_images(configs[n], n_images, 0))
+                    for n in todo if n not in untrained]
 
 
 def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, conditions: list[tuple[str, float]],
-                device: torch.device | str, log=print, parallel_runs: int | None = None) -> list[str]:
+                device: torch.device | str, log=print, parallel_runs: int | None = None, budget=None,
+                on_done=None) -> list[str]:
     """Train (resuming) and evaluate every config whose ``out/<name>/metrics.json`` is not readable.
 
     ``parallel_runs``: how many runs of one model (``stacked.stack_key``) train together as one
@@ -188,8 +221,10 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
     is split among the ranks by cost (``distributed.shard``). Each run is trained under its
     folder's lock: a run another process holds is skipped, then waited for at the end and taken
     over if that process died. A run that diverges is reported and the others go on; the error
-    is raised at the end, on every rank. Returns the names that were unfinished (done now by some
-    rank or process); finished runs are never redone.
+    is raised at the end, on every rank. ``budget`` (a ``budget.Budget``): its plan is printed before
+    any training and it may refuse units that cannot finish in time (they stay undone);
+    ``on_done(name)`` is called once a run is evaluated (a piece's bundle writer). Returns the
+    names that were unfinished (done now by some rank or process); finished runs are never redone.
     """
     dev = pick_device(device) if isinstance(device, str) else device
     n_parallel = default_parallel_runs(dev) if parallel_runs is None else parallel_runs
@@ -201,6 +236,8 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
         f"{len(configs) - len(todo)} of {len(configs)} runs already finished; {len(todo)} to do"
         + (f", shared by {world} ranks" if world > 1 else ""))
     mine = [units[i] for i in sorted(distributed.shard([u.cost for u in units], world)[distributed.rank()])]
+    if budget is not None and todo:
+        log(tag + budget_plan(budget, configs, [u for u in mine if u.train], len(images)))
     grid = GridProgress(out, len(configs), {n: u.cost / len(u.names) for u in units for n in u.names})
     failed: dict[str, str] = {}
     count = itertools.count(1)
@@ -217,14 +254,20 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
                 log(f"{tag}[{next(count)}/{n_mine}] {n}" + (f" ({grid})" if i == 0 else ""))
             if train is None:  # taken over from a process that stopped: whatever it left undone
                 train = any(not is_trained(out / n, configs[n].train.epochs) for n in held)
-            if held and train and n_parallel != 1:
-                results = fit_stacked([configs[n] for n in held], images, [out / n for n in held], resume=True,
-                                      log=log)
-                failed.update({n: str(r["error"]) for n, r in zip(held, results) if r["error"] is not None})
+            alone = n_parallel == 1
+            if held and train and not alone:
+                try:
+                    results = fit_stacked([configs[n] for n in held], images, [out / n for n in held], resume=True,
+                                          log=log)
+                    failed.update({n: str(r["error"]) for n, r in zip(held, results) if r["error"] is not None})
+                except StackUnavailable as e:  # the last fallback: the plain step of one run
+                    log(f"{tag}trainer: the stacked step failed to start ({e}); training {len(held)} runs one at a time")
+                    alone = True
             for n in held:
-                if train and n_parallel == 1:
+                if train and alone:
                     try:
-                        fit(configs[n], images, out / n, resume=True, log=log)
+                        result = fit(configs[n], images, out / n, resume=True, log=log)
+                        log(tag + trainer_line(configs[n], len(images), result["history"]))
                     except TrainingDiverged as e:
                         failed[n] = str(e)
                         log(f"{n}: {e}; the other runs go on")
@@ -235,12 +278,22 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
                         warnings.warn(f"{e}; training {n} again", stacklevel=2)
                         fit(configs[n], images, out / n, resume=True, log=log)
                         evaluate_run(out / n, images, conditions, device=dev)
+                    if on_done is not None:
+                        on_done(n)
             return [n for n in busy if read_metrics(out / n) is None]
 
-    busy = [n for u in mine for n in work(u.names, u.train)]
+    def admitted(u: Unit) -> bool:
+        why = None if budget is None else budget.admit(u.images, f"{len(u.names)} run(s) ({', '.join(u.names)})")
+        if why:
+            log(tag + why)
+        return why is None
+
+    busy = [n for u in mine if admitted(u) for n in work(u.names, u.train)]
     for n in busy:  # held by another launch: wait, then finish it if that process did not
         log(f"{tag}{n}: another process holds it ({RunLock(out / n).holder()}); waiting for it")
         work((n,), None, wait=True)
+    if budget is not None:
+        budget.done()
     log(f"{tag}done {n_mine} runs in {_clock(time.perf_counter() - grid.t0)} ({grid})")
     failed = {k: v for part in distributed.all_gather(failed) for k, v in part.items()}  # waits for every rank
     if failed:
@@ -293,8 +346,23 @@ def grid_info(preset: Preset, faces: FaceSet, data_cfg: DataConfig, device: torc
     dataset = {"real": "Flickr-Faces 70k thumbnails (real)", "sample": "synthetic sample (src.synthetic)"}
     return {"preset": preset.summary(), "dataset": dataset.get(faces.source, f"image folder {faces.root}"),
             "source": faces.source, "data_root": faces.root, "n_images": len(faces.images),
+            "data_fingerprint": faces.fingerprint(), "generator": sample_params(faces.root),
+            "protocol_seeds": list(PRESETS[preset.name].seeds if preset.name in PRESETS else preset.seeds),
+            "training": training_setting(preset),
             "split_sizes": sizes, "device": device_description(device), "torch": torch.__version__,
             "started": dt.datetime.now().isoformat(timespec="seconds")}
+
+
+def training_setting(preset: Preset) -> dict[str, Any]:
+    """What every run of a grid shares (the preset's TrainConfig without per-run and speed fields): bundles
+    that differ here are not one study (``merge`` compares it)."""
+    skip = {"noise_train", "seed", "device", "progress", "checkpoint_s", "compile", "channels_last", "fused_adam"}
+    return {k: v for k, v in asdict(preset.train).items() if k not in skip}
+
+
+def sample_params(root: str) -> dict[str, Any] | None:
+    """The generator's parameters (name, version, n, seed, size) of a generated sample; None for other folders."""
+    return _read_json_or_none(Path(root) / SAMPLE_MARKER)
 
 
 def write_baselines(out: Path, faces: FaceSet, data_cfg: DataConfig, pca_k: int = 200) -> dict[str, Any]:

@@ -5,9 +5,14 @@ leaves out weights (``*.pt``), locks and temp files. ``dest`` ending in ``.tar.g
 gives one archive (written to a temp file, then renamed); any other ``dest`` is a folder, for
 example ``results/full-synthetic`` to commit. No file in a bundle may exceed ``MAX_FILE_BYTES``,
 so a bundle can be shared or committed as it is.
+
+``sync(runs_dir, dest)`` brings an existing bundle up to date with ``runs_dir``: a piece
+(``reproduce --bundle DEST``) calls it each time a run is evaluated, so a piece stopped at the
+device's time limit has already written every finished run.
 """
 from __future__ import annotations
 
+import filecmp
 import shutil
 import tarfile
 from pathlib import Path
@@ -49,3 +54,40 @@ def export(runs_dir: str | Path, dest: str | Path) -> list[Path]:
         with atomic_path(dest / f) as tmp:
             shutil.copyfile(root / f, tmp)
     return files
+
+
+def is_archive(dest: str | Path) -> bool:
+    return Path(dest).name.endswith((".tar.gz", ".tgz"))
+
+
+def sync(runs_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Make ``dest`` (a folder or ``.tar.gz``) hold the bundle of ``runs_dir`` as it is now.
+
+    A folder gets the files that are new or changed (each written atomically; nothing is deleted);
+    an archive is rewritten whole, through a temp file. Returns the bundle's files.
+    """
+    root, dest = Path(runs_dir), Path(dest)
+    check_dest(root, dest)
+    files = bundle_files(root)
+    if is_archive(dest):
+        with atomic_path(dest) as tmp, tarfile.open(tmp, "w:gz") as tar:
+            for f in files:
+                tar.add(root / f, arcname=f.as_posix())
+        return files
+    for f in files:
+        if not (dest / f).is_file() or not filecmp.cmp(root / f, dest / f, shallow=False):
+            with atomic_path(dest / f) as tmp:
+                shutil.copyfile(root / f, tmp)
+    return files
+
+
+def check_dest(runs_dir: str | Path, dest: str | Path, flag: str = "--bundle") -> None:
+    """A bundle that ``sync`` may write: outside the runs folder, and a new folder, a bundle or an archive."""
+    root, dest = Path(runs_dir), Path(dest)
+    if dest.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"{flag} {dest} is inside {root}; choose a path outside the runs folder")
+    if is_archive(dest):
+        if dest.is_dir():
+            raise UserError(f"{flag} {dest} is a folder; an archive name must be a file")
+    elif dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / "grid.json").is_file())):
+        raise UserError(f"{flag} {dest} exists and is not a bundle (no grid.json); choose a new folder")

@@ -26,6 +26,7 @@ from .claims import check_claims
 from .config import MODEL_NAMES, PRESETS, RD_PRESETS, Preset, RDConfig, analysis_mode, set_fields
 from .experiments import ensure_diagnostics, run_grid
 from .figdata import write_figure_data
+from .piece import Piece, run_filter
 from .rd import run_rd
 from .report import REPORT_MD, analysis_report
 from .report import report as write_report
@@ -67,16 +68,22 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
               models: Sequence[str] = MODEL_NAMES, seeds: int | Sequence[int] | None = None,
               settings: Sequence[str] = (), parallel_runs: int | None = None, rd_sweep: str | None = None,
               steps: Sequence[str] = STEPS, figures: str | Path | None = None, readme: str | Path | None = None,
-              progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+              runs: Sequence[str] | None = None, budget_s: float | None = None, images_per_s: float | None = None,
+              bundle: str | Path | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
     """The study in ``out`` (default ``runs/<preset>``): what is finished already is never redone.
 
     Args:
         preset, seeds, settings: the grid (``study_preset``).
         models: the models of the grid trained here (``run_grid``); the summary lists every finished run.
         parallel_runs: runs of one model trained together (``experiments.run_configs``).
-        rd_sweep: the rate-distortion sweep (a key of ``RD_PRESETS``; default: the preset's name).
+        rd_sweep: the rate-distortion sweep (a key of ``RD_PRESETS``; default: the preset's name; "none": no curves).
         steps: a subset of ``STEPS``; the analysis presets skip "rd", the others "sweeps".
         figures, readme: where the report goes (``outputs``; default: ``out/Figures``, no README).
+        runs: shell patterns of run names; only the grid's runs that match any are trained (None: all).
+        budget_s, images_per_s, bundle: a piece of the protocol (``piece.Piece``, docs/gpu.md): work that
+            cannot finish within ``budget_s`` is not started, and each finished run's weight-free files
+            are written to ``bundle`` (a folder or .tar.gz) the moment it is evaluated.
 
     Returns {"out", "preset", "summary", "runs", "converged", "rd" (index or None), "report" (``report``'s
     dict, None if not reported), "figures" ({file name: path}), "seconds"}. Under torchrun every rank calls
@@ -91,20 +98,25 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
         raise UserError(f"--parallel-runs must be >= 0 (0 = all runs of a model together), got {parallel_runs}")
     out = Path(out or f"runs/{preset.name}")
     analysis = analysis_mode(preset.name)
+    piece = Piece(out, bundle, budget_s, images_per_s, log=log)
     summary = run_grid(preset, out, data_root=data, device=device, models=tuple(models), progress=progress,
-                       log=log, parallel_runs=parallel_runs) if "grid" in steps else load_summary(out)
+                       log=log, parallel_runs=parallel_runs, budget=piece.budget, on_done=piece.on_done,
+                       only=run_filter(runs)) if "grid" in steps else load_summary(out)
     if analysis and "sweeps" in steps:  # every rank: the sweeps are shared like the grid's runs
         run_analysis(preset, out, data_root=data, device=device, progress=progress, log=log)
     result: dict[str, Any] = {"out": out, "preset": preset, "summary": summary, "rd": None, "report": None,
                               "figures": {}}
     if distributed.is_main():  # under torchrun, rank 0 alone computes the curves and writes the report
         with distributed.one_at_a_time(out / ".lock.report", "curves and report"):  # another launch of this grid
-            if not analysis and "rd" in steps:  # the analysis report has no rate-distortion section
+            if not analysis and "rd" in steps and rd_sweep != "none" and summary["runs"]:  # analysis: no rd section
                 result["rd"] = rd(out, rd_sweep or preset.name, device=device, force=False, log=log)
-            if "report" in steps:
+            if "report" in steps and summary["runs"]:
                 result["report"] = report(out, figures, readme, log=log)
                 result["summary"] = result["report"]["summary"]
                 result["figures"] = result["report"]["figures"]
+            elif not summary["runs"]:
+                log(f"reproduce: no finished run in {out}, so no report")
+            piece.finish()
     runs = result["summary"]["runs"]
     result.update(runs=len(runs), converged=sum(bool((r.get("convergence") or {}).get("converged")) for r in runs),
                   seconds=time.perf_counter() - t0)

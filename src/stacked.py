@@ -18,6 +18,15 @@ Measured on a 2-core CPU (benchmarks/RESULTS.md), the stack is slower than one r
 one model's step already fills both cores, and the CPU kernels of grouped (transposed)
 convolutions and of the batched products are slower than G plain ones. So
 ``default_parallel_runs`` is 1 on a CPU and all runs of a model on a CUDA GPU.
+
+On CUDA each stacked step is captured once as a CUDA graph (``StackStep``: forward, backward and
+the fused Adam update replayed as one launch; the inputs are copied into its static buffers) and
+the stack is validated in one batched pass (``Stack.validate``); an epoch reads nothing back to
+the host until its end. Each fast path is guarded: if the graph fails to capture, the plain
+stacked step goes on from the same weights; if the plain stacked step fails on its first batch
+(``StackUnavailable``), ``experiments.run_configs`` trains the runs one at a time. The path
+taken and its images/s are logged in one "trainer:" line per stack. (The CUDA paths have not
+been measured in this repository yet: no GPU was at hand; see docs/gpu.md.)
 """
 from __future__ import annotations
 
@@ -33,10 +42,12 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
 from . import noise
+from . import metrics as M
 from .data import to_float
+from .losses import compute_loss
 from .models import build_model
-from .train import (CheckpointClock, RunConfig, RunObjective, TrainingDiverged, epoch_permutation, make_optimizer,
-                    pick_device, resident_split, run_generator, start_run, train_step, validation_loss)
+from .train import (EVAL_BATCH, CheckpointClock, RunConfig, RunObjective, TrainingDiverged, epoch_permutation,
+                    make_optimizer, pick_device, resident_split, run_generator, start_run, train_step)
 from .utils import UserError, set_seed
 
 # What may differ between the runs of one stack (everything else must be equal).
@@ -95,6 +106,36 @@ class Stack:
 
         return vmap(one, in_dims=(0, 0, 0, 0, None if eps is None else 0))(params, buffers, x, inp, eps)
 
+    @torch.no_grad()
+    def validate(self, data: torch.Tensor, cfgs: list[RunConfig]) -> list[dict[str, float]]:
+        """``train.validation_loss`` of every run at once (eval mode, VAE at z = mu, each run's fixed noise),
+        one vmapped pass per chunk; ``data``: (N, S, S) uint8. One read to the host at the end."""
+        model = self.base.model
+        params = {k[len("model."):]: v for k, v in self.params.items() if k.startswith("model.")}
+        buffers = {k[len("model."):]: v for k, v in self.buffers.items() if k.startswith("model.")}
+        beta, name, recon = self.buffers["beta"], cfgs[0].model.name, cfgs[0].train.vae_recon
+        gens = [torch.Generator(device=data.device).manual_seed(c.train.seed + 7) for c in cfgs]
+
+        def one(params, buffers, beta, x, inp):
+            out = functional_call(model, (params, buffers), (inp,))
+            parts = compute_loss(name, out, x, beta=beta, vae_recon=recon)
+            parts["mse"] = M.mse(out["x_hat"], x).sum() / x.shape[0]
+            return parts
+
+        model.eval()
+        try:
+            sums: dict[str, torch.Tensor] = {}
+            for start in range(0, data.shape[0], EVAL_BATCH):
+                x = to_float(data[start:start + EVAL_BATCH])  # (b, 1, S, S), the same for every run
+                inp = torch.stack([noise.gaussian(x, c.train.noise_train, gen) for c, gen in zip(cfgs, gens)])
+                parts = vmap(one, in_dims=(0, 0, 0, None, 0))(params, buffers, beta, x, inp)  # (G,) each
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0) + v * x.shape[0]
+        finally:
+            model.train()
+        rows = (torch.stack(list(sums.values()), dim=1) / data.shape[0]).tolist()
+        return [dict(zip(sums, row)) for row in rows]
+
     def run_state(self, g: int) -> dict[str, torch.Tensor]:
         """A private copy of run g's model ``state_dict``."""
         tensors = {**self.params, **self.buffers}
@@ -117,7 +158,7 @@ def slice_optimizer_state(state: dict[str, Any], index: int | list[int]) -> dict
     """The Adam state of run ``index`` (a one-run state, ``fit``'s format) or of the runs ``index`` (a stack)."""
     return {"state": {i: {k: v if k == "step" else v[index].clone() for k, v in s.items()}  # "step" is shared
                       for i, s in state["state"].items()},
-            "param_groups": copy.deepcopy(state["param_groups"])}
+            "param_groups": [{**g, "capturable": False} for g in copy.deepcopy(state["param_groups"])]}
 
 
 def stack_optimizer_states(optimizer: torch.optim.Optimizer, states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -132,9 +173,80 @@ def stack_optimizer_states(optimizer: torch.optim.Optimizer, states: list[dict[s
     return out
 
 
+class StackUnavailable(RuntimeError):
+    """The plain stacked step failed on its first batch (e.g. out of memory): train these runs one at a time."""
+
+
+GRAPH_DEVICES = ("cuda",)  # where StackStep tries a CUDA graph first
+WARMUP_STEPS = 3  # eager steps before the capture (torch's recipe: lets the allocator and Adam's state settle)
+
+
+class StackStep:
+    """The training step of a stack on the fastest path that starts: "cuda graph", else "plain stacked".
+
+    A CUDA graph of the whole step (forward, backward, fused Adam) is captured after ``WARMUP_STEPS``
+    real, eager steps and replayed for every full batch; a batch of another shape (an epoch's last)
+    takes the plain step, which updates the same weights and Adam state. If the capture raises, the
+    plain step is used from then on (said in one line). If the plain step raises on the first batch,
+    ``StackUnavailable`` is raised.
+    """
+
+    def __init__(self, stack: Stack, optimizer: torch.optim.Optimizer, device: torch.device, log=print) -> None:
+        self.stack, self.optimizer, self.log = stack, optimizer, log
+        self.path = "cuda graph" if device.type in GRAPH_DEVICES else "plain stacked"
+        self.steps, self.graph, self.static = 0, None, None
+
+    def __call__(self, x: torch.Tensor, inp: torch.Tensor, eps: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        self.steps += 1
+        if self.path == "cuda graph" and self.steps > WARMUP_STEPS:
+            if self.graph is None and (self.static is None or self.static[0].shape == x.shape):
+                try:
+                    self._capture(x, inp, eps)
+                except Exception as e:  # noqa: BLE001 - any failure to capture: the plain step still works
+                    self.graph, self.path = None, "plain stacked"
+                    _capturable(self.optimizer, False)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.log(f"trainer: the CUDA graph of the stacked step failed to capture "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+                             "falling back to the plain stacked step")
+            if self.graph is not None and self.static[0].shape == x.shape:
+                for buf, new in zip(self.static, (x, inp, eps)):
+                    if buf is not None:
+                        buf.copy_(new)
+                self.graph.replay()
+                return {k: v.clone() for k, v in self.out.items()}
+        if self.steps == 1:
+            try:
+                return train_step(self.stack, self.optimizer, x, inp, eps=eps)
+            except RuntimeError as e:
+                raise StackUnavailable(f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from e
+        return train_step(self.stack, self.optimizer, x, inp, eps=eps)
+
+    def _capture(self, x: torch.Tensor, inp: torch.Tensor, eps: torch.Tensor | None) -> None:
+        """Record one step on static copies of the inputs (nothing is computed until ``replay``)."""
+        static = (x.clone(), inp.clone(), None if eps is None else eps.clone())
+        _capturable(self.optimizer, True)  # Adam's update inside a graph keeps its step count on the device
+        torch.cuda.synchronize()
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            parts = self.stack(static[0], static[1], eps=static[2])
+            parts["loss"].sum().backward()
+            self.optimizer.step()
+        self.static, self.graph, self.out = static, graph, {k: v.detach() for k, v in parts.items()}
+
+
+def _capturable(optimizer: torch.optim.Optimizer, on: bool) -> None:
+    for group in optimizer.param_groups:
+        group["capturable"] = on
+    optimizer.defaults["capturable"] = on
+
+
 def train_stack_epoch(stack: Stack, optimizer: torch.optim.Optimizer, data: torch.Tensor, cfgs: list[RunConfig],
-                      epoch: int) -> list[dict[str, float]]:
-    """One pass of every run over ``data`` ((N, S, S) uint8), each in its own order; mean losses per image."""
+                      epoch: int, step: StackStep | None = None) -> list[dict[str, float]]:
+    """One pass of every run over ``data`` ((N, S, S) uint8), each in its own order; mean losses per image.
+
+    ``step``: the stack's ``StackStep`` (None: the plain step)."""
     g_runs, n, bs = len(cfgs), data.shape[0], cfgs[0].train.batch_size
     perms = torch.stack([epoch_permutation(n, c.train.seed, epoch) for c in cfgs]).to(data.device)  # (G, N)
     gens = [run_generator(c.train.seed, epoch, data.device) for c in cfgs]
@@ -149,7 +261,7 @@ def train_stack_epoch(stack: Stack, optimizer: torch.optim.Optimizer, data: torc
                                for g, c in enumerate(cfgs)])
         eps = None if latent is None else torch.stack([torch.randn((idx.shape[1], *latent), generator=gen,
                                                                    device=data.device) for gen in gens])
-        parts = train_step(stack, optimizer, x, inp, eps=eps)
+        parts = train_step(stack, optimizer, x, inp, eps=eps) if step is None else step(x, inp, eps)
         for k, v in parts.items():  # (G,) each, accumulated on the device
             sums[k] = sums.get(k, 0) + v * idx.shape[1]
     rows = (torch.stack(list(sums.values()), dim=1) / n).tolist()  # one read per epoch
@@ -204,20 +316,23 @@ def _train_group(group: list[_Member], start: int, train_u8: torch.Tensor, val_u
         optimizer.load_state_dict(stack_optimizer_states(optimizer, [m.optimizer_state for m in group]))
     for m in group:
         m.model, m.optimizer_state = None, None  # the stack holds the weights now
-    scratch = build_model(group[0].cfg.model).to(device)  # one run's model, for validation
-    log(f"training {len(group)} {group[0].cfg.model.name} runs together from epoch {start} on {device}: "
-        + ", ".join(m.run.run_dir.name for m in group))
+    name = f"{len(group)} {group[0].cfg.model.name} runs"
+    log(f"training {name} together from epoch {start} on {device}: " + ", ".join(m.run.run_dir.name for m in group))
     bar = tqdm(range(start, tc.epochs + 1), desc=f"{len(group)} runs", disable=not tc.progress, unit="epoch",
                initial=start - 1, total=tc.epochs)
-    clock = CheckpointClock(tc)
+    clock, step = CheckpointClock(tc), StackStep(stack, optimizer, device, log)
+    images = seconds_total = 0.0
     for epoch in bar:
         t0 = time.perf_counter()
-        trs = train_stack_epoch(stack, optimizer, train_u8, [m.cfg for m in group], epoch)
-        states, vas, keep = [stack.run_state(g) for g in range(len(group))], [], []
-        for m, state in zip(group, states):
-            scratch.load_state_dict(state)
-            vas.append(validation_loss(scratch, val_u8, m.cfg))
+        trs = train_stack_epoch(stack, optimizer, train_u8, [m.cfg for m in group], epoch, step)
+        vas = stack.validate(val_u8, [m.cfg for m in group])  # reads the epoch's losses: its one sync
         seconds = time.perf_counter() - t0  # the stack's epoch: every run's training and validation
+        states, keep = [stack.run_state(g) for g in range(len(group))], []
+        images, seconds_total = images + len(group) * train_u8.shape[0], seconds_total + seconds
+        if epoch - start in (0, 1) or epoch == tc.epochs:  # the first (with any capture), a steady one, the whole
+            log(f"trainer: {step.path}, {name}: {len(group) * train_u8.shape[0] / seconds:,.0f} images/s in epoch "
+                f"{epoch}" + (f"; {images / seconds_total:,.0f} images/s over {epoch - start + 1} epochs "
+                              f"({seconds_total:.0f} s, validation included)" if epoch == tc.epochs else ""))
         for g, (m, tr, va) in enumerate(zip(group, trs, vas)):
             try:
                 m.run.end_epoch(epoch, tr, va, seconds, lambda s=states[g]: s)
@@ -238,4 +353,5 @@ def _train_group(group: list[_Member], start: int, train_u8: torch.Tensor, val_u
                 return
             optimizer = stack.select(keep, optimizer, tc, device)
             group = [group[g] for g in keep]
+            step = StackStep(stack, optimizer, device, log)  # a graph of the old stack would write the old tensors
         bar.set_postfix(best=min(m.run.best_val for m in group))

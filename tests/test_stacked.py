@@ -147,12 +147,12 @@ def test_a_diverging_run_stops_alone_and_the_others_go_on(tmp_path, faces, monke
     cfgs = three("ae", epochs=3, checkpoint_s=0.0)
     real = St.train_stack_epoch
 
-    def poison_run_1(stack, optimizer, data, run_cfgs, epoch):
+    def poison_run_1(stack, optimizer, data, run_cfgs, epoch, step=None):
         if epoch == 2:
             with torch.no_grad():
                 for p in stack.params.values():
                     p[1].fill_(math.nan)  # run 1's weights only
-        return real(stack, optimizer, data, run_cfgs, epoch)
+        return real(stack, optimizer, data, run_cfgs, epoch, step)
 
     monkeypatch.setattr(St, "train_stack_epoch", poison_run_1)
     out = fit_stacked(cfgs, faces, [tmp_path / f"st{i}" for i in range(3)], log=quiet)
@@ -173,10 +173,10 @@ def test_resume_after_an_interruption_equals_uninterrupted(tmp_path, faces, monk
     full = fit_stacked(cfgs, faces, [tmp_path / f"full{i}" for i in range(3)], log=quiet)
     real = St.train_stack_epoch
 
-    def killed_at_3(stack, optimizer, data, run_cfgs, epoch):
+    def killed_at_3(stack, optimizer, data, run_cfgs, epoch, step=None):
         if epoch == 3:
             raise KeyboardInterrupt  # as a kill: epochs 1-2 are on disk
-        return real(stack, optimizer, data, run_cfgs, epoch)
+        return real(stack, optimizer, data, run_cfgs, epoch, step)
 
     monkeypatch.setattr(St, "train_stack_epoch", killed_at_3)
     dirs = [tmp_path / f"cut{i}" for i in range(3)]

@@ -13,7 +13,7 @@ from ..results import MODEL_LABEL, noise_sigma, preset_of
 from ..utils import write_text
 from .style import FIGURES, GENERATOR_FIGURES, RD_FIGURES, SWEEP_FIGURES
 from .tables import (TARGETS, convergence_note, denoising_markdown, fmt, fmt_p, head, interpolate, main_table,
-                     matched_rate_table, noise_sweep_table, noise_table, sampled_z_table, sweeps_markdown)
+                     matched_rate_table, noise_sweep_table, noise_table, sampled_z_table, seed_coverage, sweeps_markdown)
 
 RESULTS_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 ANALYSIS_MARKERS = ("<!-- analysis:start -->", "<!-- analysis:end -->")
@@ -66,6 +66,7 @@ def results_markdown(summary: dict, figures_rel: str, notes: dict[str, str] | No
         lines += [f"{SYNTHETIC}, which exist so that the pipeline runs anywhere; run the `full` preset "
                   "on the real thumbnails to get results about real faces.", ""]
     lines += [convergence_note(summary["runs"]), ""]
+    lines += [seed_coverage(summary["runs"], g.get("protocol_seeds") or p.get("seeds") or []), ""]
     lines += ["Metrics are means over images of per-image values (data range 1.0); the VAE is scored on "
               "its posterior mean μ. PSNR in dB. Reference rows use no training: the mean training image, "
               "and PCA fitted on the training split with as many components as the VAE has latent "
