@@ -56,6 +56,14 @@ def export(runs_dir: str | Path, dest: str | Path) -> list[Path]:
     return files
 
 
+MARKERS = ("metrics.json", "summary.json")  # what marks a run, then the whole folder, complete
+
+
+def marker_last(f: Path) -> tuple[int, str]:
+    """Sort key copying a folder's files with the markers last: a run that looks finished is complete."""
+    return (MARKERS.index(f.name) + 1 if f.name in MARKERS else 0, f.as_posix())
+
+
 def is_archive(dest: str | Path) -> bool:
     return Path(dest).name.endswith((".tar.gz", ".tgz"))
 
@@ -74,7 +82,7 @@ def sync(runs_dir: str | Path, dest: str | Path) -> list[Path]:
             for f in files:
                 tar.add(root / f, arcname=f.as_posix())
         return files
-    for f in files:
+    for f in sorted(files, key=marker_last):  # a run's metrics.json marks it finished: it lands after the rest
         if not (dest / f).is_file() or not filecmp.cmp(root / f, dest / f, shallow=False):
             with atomic_path(dest / f) as tmp:
                 shutil.copyfile(root / f, tmp)

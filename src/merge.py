@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .export import is_archive
+from .export import is_archive, marker_last
 from .results import FIGURE_DATA, RD_DIR, preset_of, read_metrics
 from .utils import UserError, atomic_path, read_json, save_npz, write_json
 
@@ -138,7 +138,8 @@ def _plan_runs(target: Path | None, bundles: list[tuple[Path, Path]], log) -> tu
 
 
 def _copy_tree(src: Path, dest: Path) -> None:
-    for f in sorted(p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix != ".pt"):
+    files = [p.relative_to(src) for p in src.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix != ".pt"]
+    for f in (src / f for f in sorted(files, key=marker_last)):
         with atomic_path(dest / f.relative_to(src)) as tmp:
             shutil.copyfile(f, tmp)
 

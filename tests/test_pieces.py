@@ -92,23 +92,23 @@ def test_seed_coverage_counts_the_protocols_seeds():
 # ---------------------------------------------------------------- CLI refusals: one line, before any work
 
 @pytest.mark.parametrize("flags, words", [(["--seeds", "1,1"], "distinct"), (["--models", "gan"], "--models"),
-                                          (["--budget-s", "0"], "must be > 0")])
+                                          (["--budget-s", "0"], "must be > 0"), (["--seeds", "x"], "--seeds")])
 def test_bad_piece_flags_are_one_line(tmp_path, capsys, flags, words):
-    with pytest.raises(SystemExit) if flags[0] == "--budget-s" else _nothing():
+    try:
         rc = main(["reproduce", "--preset", "smoke", "--out", str(tmp_path / "runs"), "--data", str(tmp_path / "none"),
                    *flags])
-        assert rc == 2
+    except SystemExit as e:  # argparse's refusals
+        rc = e.code
     err = capsys.readouterr().err.strip()
-    assert words in err and len(err.splitlines()) == 1
+    assert rc == 2 and words in err and len(err.splitlines()) == 1
     assert not (tmp_path / "runs").exists()
 
 
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def test_a_bundle_inside_the_runs_folder_is_refused_before_any_work(tmp_path, capsys):
+    rc = main(["reproduce", "--preset", "smoke", "--out", str(tmp_path / "runs"), "--data", str(tmp_path / "none"),
+               "--bundle", str(tmp_path / "runs" / "b.tar.gz")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "inside" in err and len(err.splitlines()) == 1 and not (tmp_path / "runs").exists()
 
 
 # ---------------------------------------------------------------- pieces on the CPU (forked CLI processes)
@@ -162,14 +162,20 @@ def test_merge_refuses_a_bundle_of_other_data(smoke_grid, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "data fingerprint" in err and "nothing was merged" in err
     assert not (tmp_path / "m").exists()
-    # another preset setting (here: the training setting), edited into a copy of a bundle, is refused too
-    grid = json.loads((tmp_path / "b" / "grid.json").read_text())
-    grid["data_fingerprint"] = json.loads((tmp_path / "a" / "grid.json").read_text())["data_fingerprint"]
-    grid["training"]["lr"] = 0.5
-    (tmp_path / "b" / "grid.json").write_text(json.dumps(grid))
-    assert main(["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--into", str(tmp_path / "m")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and 'training setting {"lr": 0.5} vs {"lr": 0.001}' in err
+    # each other difference, edited into a copy of bundle a's grid.json, is refused with its name
+    good = json.loads((tmp_path / "a" / "grid.json").read_text())
+    edits = [("generator version", lambda g: g["generator"].update(version=1)),
+             ("preset", lambda g: g["preset"].update(name="quick")),
+             ("preset settings", lambda g: g["preset"].update(epochs=3)),
+             ('training setting {"lr": 0.5} vs {"lr": 0.001}', lambda g: g["training"].update(lr=0.5))]
+    for words, edit in edits:
+        grid = json.loads(json.dumps(good))
+        edit(grid)
+        (tmp_path / "b" / "grid.json").write_text(json.dumps(grid))
+        assert main(["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--into", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f": {words}" in err, (words, err)
+        assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -214,6 +220,6 @@ def test_gpu_piece_script_on_the_cpu(tmp_path):
     assert not [n for n in names if n.endswith(".pt")]
     log = (tmp_path / "out" / "piece.log").read_text()
     assert "plan: 2 runs x 2 epochs x 33 training images" in log
-    assert "trainer: one run at a time" in log  # the path taken and its images/s, for benchmarks/RESULTS.md
+    assert "trainer: plain stacked, 2 ae runs:" in log and "images/s over 2 epochs" in log  # for RESULTS.md
     grid = json.loads((tmp_path / "work" / "runs-ae-s0" / "grid.json").read_text())
     assert grid["generator"]["version"] >= 2 and grid["generator"]["seed"] == 0 and grid["protocol_seeds"] == [0]
