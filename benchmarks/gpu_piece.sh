@@ -9,12 +9,12 @@
 #
 # OUTDIR receives at most 5 files, none over 16 MiB: bundle.tar.gz, piece.log (plan, trainer path and images/s),
 # REPORT.md (this piece's report), env.txt (GPU, driver, torch), timing.txt (seconds per step).
-# Work files (sample, checkpoints) go to $WORK (default /tmp/aevae-piece); $PYTHON (default python) runs it. The sample is made on all cores
+# Work files (sample, checkpoints) go to $WORK (default /tmp/aevae-piece); $PYTHON (default python3, the one with torch on the GPU machines) runs it. The sample is made on all cores
 # from the same seed and generator version in every piece, so every piece has the same data fingerprint.
 # BUDGET (default 540 s) is the whole script's: the reproduce step gets what the sample left of it.
 # EXTRA: more reproduce flags, word-split (e.g. EXTRA="--images-per-s 250000" to plan with a stated rate).
 # A dry run on a CPU: PRESET=smoke N=60 DEVICE=cpu benchmarks/gpu_piece.sh /tmp/dry ae 0
-set -euo pipefail
+set -euo pipefail -f  # -f: no pathname expansion (EXTRA may hold run-name patterns)
 OUT=${1:?usage: benchmarks/gpu_piece.sh OUTDIR MODEL SEED}
 MODEL=${2:?usage: benchmarks/gpu_piece.sh OUTDIR MODEL SEED (MODEL: ae, vae or rd)}
 SEED=${3:?usage: benchmarks/gpu_piece.sh OUTDIR MODEL SEED}
@@ -23,7 +23,7 @@ case "$SEED" in ''|*[!0-9]*) echo "error: SEED must be an integer >= 0, got $SEE
 cd "$(dirname "$0")/.."
 PRESET=${PRESET:-full} N=${N:-70000} DEVICE=${DEVICE:-cuda} RD=${RD:-gpu} BUDGET=${BUDGET:-540}
 PARALLEL=${PARALLEL:-0}  # runs per stack: 0 = all 8 of the model in one stack; 4 or 2 return runs sooner
-WORK=${WORK:-/tmp/aevae-piece} PY=${PYTHON:-python}
+WORK=${WORK:-/tmp/aevae-piece} PY=${PYTHON:-python3}
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd)
 t0=$(date +%s)

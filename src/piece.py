@@ -70,9 +70,11 @@ class Piece:
 
     def on_done(self, name: str) -> None:
         """A run was evaluated: the summary and the bundle now include it."""
-        if self.bundle is None:
+        from . import distributed
+        from .experiments import write_summary  # here: building the CLI's parser imports this module, not torch
+
+        if self.bundle is None or not distributed.is_main():  # rank 0 alone writes it (and again at the end)
             return
-        from .experiments import write_summary
 
         write_summary(self.out)
         files = sync(self.out, self.bundle)

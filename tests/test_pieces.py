@@ -83,10 +83,13 @@ def test_budget_uses_the_stated_rate_until_one_is_measured():
 
 
 def test_seed_coverage_counts_the_protocols_seeds():
-    runs = [{"model": m, "reg": reg, "noise_train": 0.0, "seed": s}
-            for m, seeds in (("ae", (0,)), ("vae", (0, 1, 2))) for reg in ("none", "l1") for s in seeds]
-    line = seed_coverage(runs, [0, 1, 2])
-    assert line == "Seeds per cell (the protocol has 3): AE 2 cells with 1 of 3 seeds; VAE 2 cells with 3 of 3 seeds."
+    # AE: seed 0 in every cell, seeds 1 and 2 in the clean "none" cell; VAE: one cell, seed 5 (not the protocol's)
+    runs = [{"model": "ae", "reg": reg, "noise_train": tr, "seed": 0}
+            for reg in ("none", "l1", "l2", "l1+l2") for tr in (0.0, 0.1)]
+    runs += [{"model": "ae", "reg": "none", "noise_train": 0.0, "seed": s} for s in (1, 2)]
+    runs += [{"model": "vae", "reg": "l2", "noise_train": 0.1, "seed": 5}]
+    assert seed_coverage(runs, [0, 1, 2], 0.1) == ("Seeds per cell (the protocol has 3): AE 1 cell with 3 of 3 seeds, "
+                                                   "7 cells with 1 of 3 seeds; VAE 8 cells with 0 of 3 seeds.")
 
 
 # ---------------------------------------------------------------- CLI refusals: one line, before any work
@@ -142,7 +145,7 @@ def test_merging_the_ae_and_vae_pieces_equals_one_reproduce(smoke_grid, tmp_path
     # the report of the merged folder draws from the bundle alone and says how many seeds each cell has
     assert main(["report", str(tmp_path / "merged")]) == 0
     report = (tmp_path / "merged" / "REPORT.md").read_text()
-    assert "AE 8 cells with 1 of 1 seed; VAE 8 cells with 1 of 1 seed" in report
+    assert "Seeds per cell (the protocol has 1): AE 8 cells with 1 of 1 seed; VAE 8 cells with 1 of 1 seed." in report
     # merging the same bundle again adds nothing
     assert main(["merge", str(tmp_path / "ae.tar.gz"), "--into", str(tmp_path / "merged")]) == 0
     assert len(json.loads((tmp_path / "merged" / "summary.json").read_text())["runs"]) == 16

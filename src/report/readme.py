@@ -66,7 +66,7 @@ def results_markdown(summary: dict, figures_rel: str, notes: dict[str, str] | No
         lines += [f"{SYNTHETIC}, which exist so that the pipeline runs anywhere; run the `full` preset "
                   "on the real thumbnails to get results about real faces.", ""]
     lines += [convergence_note(summary["runs"]), ""]
-    lines += [seed_coverage(summary["runs"], g.get("protocol_seeds") or p.get("seeds") or []), ""]
+    lines += [seed_coverage(summary["runs"], g.get("protocol_seeds") or p.get("seeds") or [], sigma), ""]
     lines += ["Metrics are means over images of per-image values (data range 1.0); the VAE is scored on "
               "its posterior mean μ. PSNR in dB. Reference rows use no training: the mean training image, "
               "and PCA fitted on the training split with as many components as the VAE has latent "

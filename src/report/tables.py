@@ -61,24 +61,23 @@ def convergence_note(runs: list[dict]) -> str:
     return (f"**{len(ok)} of {len(runs)} runs converged**{rule}. Rows marked † include a run that had not: their "
             "numbers describe undertrained models, a preview of the pipeline, not findings about the methods.")
 
-def seed_coverage(runs: list[dict], protocol_seeds: list[int]) -> str:
-    """How many of the protocol's seeds each grid cell has, e.g. "Seeds per cell (of the protocol's 3):
-    AE 8 cells with 1 of 3 seeds; VAE 8 cells with 3 of 3 seeds."; '' for no runs."""
+def seed_coverage(runs: list[dict], protocol_seeds: list[int], sigma: float) -> str:
+    """How many of the protocol's seeds each cell of the grid (model x regularizer x clean / sigma-trained)
+    has, e.g. "Seeds per cell (the protocol has 3): AE 8 cells with 1 of 3 seeds; VAE 8 cells with 0 of 3
+    seeds."; '' for no runs."""
     if not runs:
         return ""
-    n = len(protocol_seeds)
+    n, wanted = len(protocol_seeds), set(protocol_seeds)
     parts = []
-    for model in sorted({r["model"] for r in runs}, key=lambda m: list(MODEL_LABEL).index(m) if m in MODEL_LABEL else 9):
-        per_cell: dict[tuple, set] = {}
-        for r in runs:
-            if r["model"] == model:
-                per_cell.setdefault((r["reg"], r["noise_train"]), set()).add(r["seed"])
+    for model, label in MODEL_LABEL.items():
         counts: dict[int, int] = {}
-        for seeds in per_cell.values():
-            k = len(seeds & set(protocol_seeds)) if protocol_seeds else len(seeds)
-            counts[k] = counts.get(k, 0) + 1
-        parts.append(f"{MODEL_LABEL.get(model, model)} " + ", ".join(
-            f"{c} cell{'s' * (c != 1)} with {k} of {n} seed{'s' * (n != 1)}" for k, c in sorted(counts.items())))
+        for reg in REG_LABEL:
+            for tr in (0.0, sigma):
+                seeds = {r["seed"] for r in runs if (r["model"], r["reg"], r["noise_train"]) == (model, reg, tr)}
+                k = len(seeds & wanted)
+                counts[k] = counts.get(k, 0) + 1
+        parts.append(f"{label} " + ", ".join(f"{c} cell{'s' * (c != 1)} with {k} of {n} seed{'s' * (n != 1)}"
+                                             for k, c in sorted(counts.items(), reverse=True)))
     return f"Seeds per cell (the protocol has {n}): " + "; ".join(parts) + "."
 
 
