@@ -201,8 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="size of the study")
     r.add_argument("--data", default=None, help="image folder (default: data/flickr if present, else the "
                                                 "generated data/sample)")
-    r.add_argument("--seeds", default=None, metavar="N|LIST",
-                   help="a count (3: seeds 0, 1, 2) or a list (1,2; one seed alone: 2,) (default: the preset's)")
     add_piece_flags(r)
     r.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="change a training or data setting of every run, e.g. --set train.lr=3e-4 (repeatable)")
@@ -210,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs of one model trained together as one stacked model; 1 = one at a time, 0 = all "
                         "(default: all on a CUDA GPU; 1 on a CPU, where stacking measured slower)")
     r.add_argument("--rd-sweep", choices=sorted(RD_PRESETS) + ["none"], default=None,
-                   help="rate-distortion sweep (default: the preset's own; none for the analysis presets)")
+                   help="rate-distortion sweep; none: no curves (default: the preset's own; none for the analysis "
+                        "presets)")
     r.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
     _publish(r)
     _device_progress(r)
@@ -312,14 +311,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
-    from .budget import parse_models, parse_seeds
-    from .config import MODEL_NAMES
     from .pipeline import outputs, reproduce
 
     out = Path(a.out or f"runs/{a.preset}")
     figures, readme = outputs(out, a.publish, a.figures, a.readme)
-    r = reproduce(a.preset, out, data=a.data, device=a.device, seeds=None if a.seeds is None else parse_seeds(a.seeds),
-                  models=parse_models(a.models, MODEL_NAMES), runs=a.runs, settings=a.set,
+    r = reproduce(a.preset, out, data=a.data, device=a.device, seeds=a.seeds,
+                  models=a.models, runs=a.runs, settings=a.set,
                   parallel_runs=a.parallel_runs, rd_sweep=a.rd_sweep, figures=figures, readme=readme,
                   budget_s=a.budget_s, images_per_s=a.images_per_s, bundle=a.bundle, progress=not a.no_progress)
     if r["report"] is None:  # under torchrun: rank 0 says it

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .budget import Budget
+from .budget import Budget, parse_models, parse_seeds
 from .export import check_dest, sync
 from .utils import UserError
 
@@ -29,12 +29,32 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return parse_seeds(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--seeds ", "", 1)) from None
+
+
+def _models(text: str) -> tuple[str, ...]:
+    from .config import MODEL_NAMES
+
+    try:
+        return parse_models(text, MODEL_NAMES)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--models ", "", 1)) from None
+
+
 _seconds.__name__ = "number"  # argparse names the type in "invalid ... value" errors
+_seeds.__name__, _models.__name__ = "seeds", "models"
 
 
 def add_piece_flags(p: argparse.ArgumentParser) -> None:
     """The flags of ``reproduce`` that restrict the grid to a piece, budget it and bundle it as it goes."""
-    p.add_argument("--models", default="ae,vae", help="ae, vae or ae,vae: the models of the grid to run")
+    p.add_argument("--seeds", type=_seeds, default=None, metavar="N|LIST",
+                   help="a count (3: seeds 0, 1, 2) or a list (1,2; one seed alone: 2,) (default: the preset's)")
+    p.add_argument("--models", type=_models, default=("ae", "vae"), metavar="ae|vae|ae,vae",
+                   help="the models of the grid to run (default: both)")
     p.add_argument("--runs", action="append", default=None, metavar="PATTERN",
                    help="only the runs whose name matches, e.g. '*-none-clean-*' (repeatable; default: all)")
     p.add_argument("--budget-s", type=_seconds, default=None, metavar="S",
@@ -67,6 +87,11 @@ class Piece:
             check_dest(self.out, self.bundle, "--bundle")  # before any work: a bad path costs nothing
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, _interrupt)
+
+    @property
+    def refused(self) -> bool:
+        """True if the budget refused some work."""
+        return bool(self.budget is not None and self.budget.refused)
 
     def on_done(self, name: str) -> None:
         """A run was evaluated: the summary and the bundle now include it."""

@@ -108,14 +108,15 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
                               "figures": {}}
     if distributed.is_main():  # under torchrun, rank 0 alone computes the curves and writes the report
         with distributed.one_at_a_time(out / ".lock.report", "curves and report"):  # another launch of this grid
-            if not analysis and "rd" in steps and rd_sweep != "none" and summary["runs"]:  # analysis: no rd section
+            if not summary["runs"] and piece.refused:  # the budget started nothing: nothing to draw
+                steps = [s for s in steps if s not in ("rd", "report")]
+                log(f"reproduce: no run finished within the budget in {out}, so no curves and no report")
+            if not analysis and "rd" in steps and rd_sweep != "none":  # the analysis report has no rd section
                 result["rd"] = rd(out, rd_sweep or preset.name, device=device, force=False, log=log)
-            if "report" in steps and summary["runs"]:
+            if "report" in steps:
                 result["report"] = report(out, figures, readme, log=log)
                 result["summary"] = result["report"]["summary"]
                 result["figures"] = result["report"]["figures"]
-            elif not summary["runs"]:
-                log(f"reproduce: no finished run in {out}, so no report")
             piece.finish()
     runs = result["summary"]["runs"]
     result.update(runs=len(runs), converged=sum(bool((r.get("convergence") or {}).get("converged")) for r in runs),
