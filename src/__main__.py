@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("dest", help="ARCHIVE.tar.gz, or a new folder such as results/full-synthetic")
 
     mg = command("merge", "merge bundles of one study (other seeds or models) into one results folder")
-    mg.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folders or .tar.gz (reproduce --bundle, export)")
+    mg.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                    help="bundle folders or .tar.gz (reproduce --bundle, export)")
     mg.add_argument("--into", required=True, help="results folder, created or added to (e.g. results/full-synthetic)")
     return p
 

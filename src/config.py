@@ -244,7 +244,7 @@ RD_PRESETS = {
     "smoke": RDConfig(bits=(4, 8), pca_k=(4, 8), jpeg=(20, 80), webp=(20, 80), jpeg2000=(16, 4)),
     "quick": RDConfig(vae_latents=(32,), ae_latents=(1,)),
     "full": RDConfig(vae_latents=(16, 32, 64, 128, 512), ae_latents=(1, 2, 8), max_images=2000),
-    "gpu": RDConfig(max_images=2000),  # full's sweep without the extra trainings (the rd piece of benchmarks/gpu_piece.sh)
+    "gpu": RDConfig(max_images=2000),  # full's sweep without the extra trainings (benchmarks/gpu_piece.sh rd)
 }
 
 

@@ -261,7 +261,8 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
                                           log=log)
                     failed.update({n: str(r["error"]) for n, r in zip(held, results) if r["error"] is not None})
                 except StackUnavailable as e:  # the last fallback: the plain step of one run
-                    log(f"{tag}trainer: the stacked step failed to start ({e}); training {len(held)} runs one at a time")
+                    log(f"{tag}trainer: the stacked step failed to start ({e}); "
+                        f"training {len(held)} runs one at a time")
                     alone = True
             for n in held:
                 if train and alone:

@@ -138,7 +138,8 @@ def _plan_runs(target: Path | None, bundles: list[tuple[Path, Path]], log) -> tu
 
 
 def _copy_tree(src: Path, dest: Path) -> None:
-    files = [p.relative_to(src) for p in src.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix != ".pt"]
+    files = [p.relative_to(src) for p in src.rglob("*")
+             if p.is_file() and not p.name.startswith(".") and p.suffix != ".pt"]
     for f in (src / f for f in sorted(files, key=marker_last)):
         with atomic_path(dest / f.relative_to(src)) as tmp:
             shutil.copyfile(f, tmp)

@@ -13,7 +13,8 @@ from ..results import MODEL_LABEL, noise_sigma, preset_of
 from ..utils import write_text
 from .style import FIGURES, GENERATOR_FIGURES, RD_FIGURES, SWEEP_FIGURES
 from .tables import (TARGETS, convergence_note, denoising_markdown, fmt, fmt_p, head, interpolate, main_table,
-                     matched_rate_table, noise_sweep_table, noise_table, sampled_z_table, seed_coverage, sweeps_markdown)
+                     matched_rate_table, noise_sweep_table, noise_table, sampled_z_table, seed_coverage,
+                     sweeps_markdown)
 
 RESULTS_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 ANALYSIS_MARKERS = ("<!-- analysis:start -->", "<!-- analysis:end -->")
