@@ -7,11 +7,12 @@ One concept per module, from the ground up (a module imports only modules above 
     losses         reconstruction and KL terms, returned as dicts
     noise          Gaussian and salt-and-pepper corruptions, CPU-seeded per (seed, condition)
     stats          mean ± std over seeds, the paired Wilcoxon test, Holm correction
+    budget         a piece's time budget: the plan's arithmetic, the clock that admits work
     synthetic      the procedural face generator (the embedded default dataset)
     sample         the generated sample on disk: PNG files, versioned marker, all cores
     decode         one image file -> (S, S) uint8 grayscale (any format, depth, mode)
     checkpoint     checkpoint files: atomic, CRC-verified, with RNG state
-    export         a weight-free results bundle (folder or .tar.gz)
+    export         a weight-free results bundle (folder or .tar.gz), and keeping one up to date
     data           finding, decoding, caching and splitting images; a run's data fingerprint
     config         every configuration dataclass and the presets (no torch: the CLI's flags)
     results        the one reader of the results store (run and grid folders)
@@ -28,6 +29,8 @@ One concept per module, from the ground up (a module imports only modules above 
     rd             rate-distortion curves in real bytes -> rd/*.json
     sweeps         noise sweeps and parameter sweeps of a finished grid
     figdata        the images the figures show, computed once -> figure_data.npz
+    piece          a piece of the protocol: its budget, its bundle written as each run finishes
+    merge          bundles of one study (other seeds, models) merged into one results folder
     report/        figures, tables and README blocks, from the store only (no torch)
     __main__       the CLI: ``python -m src <command>``
 """

@@ -68,6 +68,25 @@ class Plan:
         return self.image_steps / images_per_s
 
 
+def piece_plan(cfgs: list, n_images: int) -> Plan:
+    """The ``Plan`` of training the runs ``cfgs`` (``RunConfig``s of one preset) on ``n_images`` images."""
+    from .data import split_indices
+
+    if not cfgs:
+        return Plan(0, 0, 0, 0)
+    data = cfgs[0].data
+    sizes = {k: len(v) for k, v in split_indices(n_images, data.split, data.split_seed).items()}
+    return Plan(len(cfgs), cfgs[0].train.epochs, sizes["train"], sizes["val"] + sizes["test"])
+
+
+def trainer_line(cfg, n_images: int, history: list[dict]) -> str:
+    """The "trainer:" line of a run trained alone (``fit``): its images/s over its epochs, validation included."""
+    train = piece_plan([cfg], n_images).train_images
+    seconds = sum(h["seconds"] for h in history)
+    rate = f"{train * len(history) / seconds:,.0f} images/s" if seconds else "no epoch timed"
+    return f"trainer: one run at a time, 1 {cfg.model.name} run: {rate} over {len(history)} epochs"
+
+
 def millions(n: float) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1e5 else f"{n:,.0f}"
 

@@ -37,6 +37,7 @@ import torch
 
 from . import distributed
 from .checkpoint import CorruptFile
+from .budget import piece_plan, plan_line, trainer_line
 from .compression import baseline_metrics
 from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
 from .data import SAMPLE_MARKER, FaceSet, load_dataset, resolved, split_indices
@@ -137,27 +138,6 @@ def _quiet(_: str) -> None:
     pass
 
 
-def trainer_line(cfg: RunConfig, n_images: int, history: list[dict]) -> str:
-    """The "trainer:" line of a run trained alone: its images/s over its epochs (validation included)."""
-    n_train = len(split_indices(n_images, cfg.data.split, cfg.data.split_seed)["train"])
-    seconds = sum(h["seconds"] for h in history)
-    rate = f"{n_train * len(history) / seconds:,.0f} images/s" if seconds else "no epoch timed"
-    return f"trainer: one run at a time, 1 {cfg.model.name} run: {rate} over {len(history)} epochs"
-
-
-def budget_plan(budget, configs: dict[str, RunConfig], units: list[Unit], n_images: int) -> str:
-    """``budget.plan_line`` of the runs to train in ``units`` (a piece's plan, printed before training)."""
-    from .budget import Plan, plan_line
-
-    names = [n for u in units for n in u.names]
-    if not names:
-        return plan_line(Plan(0, 0, 0, 0), budget.rate, budget.seconds)
-    cfg = configs[names[0]]
-    sizes = {k: len(v) for k, v in split_indices(n_images, cfg.data.split, cfg.data.split_seed).items()}
-    plan = Plan(len(names), cfg.train.epochs, sizes["train"], sizes["val"] + sizes["test"])
-    return plan_line(plan, budget.rate, budget.seconds)
-
-
 # Relative time per training image at equal image size (benchmarks/RESULTS.md, CPU fit at 128x128:
 # AE 687, VAE 629 images/s). Only the balance of the split among ranks depends on it.
 MODEL_COST = {"ae": 1.0, "vae": 1.1}
@@ -237,7 +217,8 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
         + (f", shared by {world} ranks" if world > 1 else ""))
     mine = [units[i] for i in sorted(distributed.shard([u.cost for u in units], world)[distributed.rank()])]
     if budget is not None and todo:
-        log(tag + budget_plan(budget, configs, [u for u in mine if u.train], len(images)))
+        plan = piece_plan([configs[n] for u in mine if u.train for n in u.names], len(images))
+        log(tag + plan_line(plan, budget.rate, budget.seconds))
     grid = GridProgress(out, len(configs), {n: u.cost / len(u.names) for u in units for n in u.names})
     failed: dict[str, str] = {}
     count = itertools.count(1)

@@ -28,6 +28,12 @@ def test_image_steps_of_the_protocol():
     plan = Plan(runs=8, epochs=200, train_images=49_000, eval_images=21_000)
     assert plan.image_steps == 78_400_000 + 8 * 21_000 == 78_568_000
     assert plan.seconds(250_000) == pytest.approx(314.272)
+    # the plan of a piece: the full preset's 70,000 images split 70/10/20
+    from src.experiments import PRESETS, grid_configs
+    from src.budget import piece_plan
+
+    cfgs = [c for n, c in grid_configs(PRESETS["full"], PRESETS["full"].data).items() if n.startswith("ae-")]
+    assert piece_plan(cfgs[:8], 70_000) == Plan(8, 200, 49_000, 21_000)
 
 
 def test_plan_line_fits_and_over_budget():
