@@ -97,8 +97,8 @@ class _Moments:
     def add(self, z: torch.Tensor) -> None:  # z: (B, M)
         z = z.detach().double().cpu()
         if self.shift is None:
-            self.shift, self.s1, self.s2 = z[0].clone(), torch.zeros(z.shape[1], dtype=torch.float64), \
-                torch.zeros(z.shape[1], dtype=torch.float64)
+            self.shift = z[0].clone()
+            self.s1, self.s2 = torch.zeros_like(self.shift), torch.zeros_like(self.shift)
         d = z - self.shift
         self.n += z.shape[0]
         self.s1 += d.sum(0)

@@ -191,7 +191,8 @@ def pca_k_text(eqs: list[dict]) -> str:
         return f"> {eqs[0]['k_max']:g}"
     if all(e.get("bound") == "below" for e in eqs):
         return "0 (mean image)"
-    return _num([e["k"] for e in eqs], 1)
+    ks = [e["k"] for e in eqs if e.get("k") is not None]
+    return _num(ks, 1) if ks else "—"  # no finite test PSNR to match
 
 
 def _groups(runs: list[dict], model: str) -> dict[tuple[str, float], list[dict]]:
@@ -256,14 +257,14 @@ def paragraph(summary: dict, rd: tuple[dict, dict] | None, sweeps: list[dict]) -
     base = min(vae, key=lambda r: (r["reg"] != "none", r["noise_train"] != 0, r["seed"]))
     d, betas = vae_diag(base), beta_points(sweeps)
     eq = d["pca_equivalent"]
-    worth = {"above": f"more than PCA with {eq['k_max']:g} components",
-             "below": "no more than sending the mean image"}.get(eq.get("bound"), f"PCA with about {eq.get('k') or 0:.2g} "
-                                                                                  "component(s)")
+    worth = {"above": f": more than PCA reaches with {eq['k_max']:g} components",
+             "below": ": no more than the mean image gives"}.get(
+        eq.get("bound"), f": as much as PCA with about {_n(eq['k'])} component(s)" if eq.get("k") is not None else "")
     text = (f"The {REG_LABEL[base['reg']].lower()}, {_tr(base['noise_train'], noise_sigma(summary.get('grid')))} VAE "
             f"(`{base['run']}`) spends {_n(d['rate_bits_per_image'])} bits per image on its KL term "
             f"({d['rate_bits_per_pixel']:.3g} bits per pixel), keeps {d['active_units']} of its {d['latent_dim']} "
             f"latent dimensions active (Var_x(μ_d) > {d['active_threshold']:g}) and reaches {_psnr(base):.2f} dB "
-            f"test PSNR: as much as {worth}.")
+            f"test PSNR{worth}.")
     coded = _coded(rd)
     if coded:
         text += (f" Its μ coded at {coded['b']} bits per value takes {coded['bytes']:.0f} bytes per image "
