@@ -213,6 +213,7 @@ def test_the_beta_sweep_and_a_converged_grid_in_the_plane_and_the_paragraph(tmp_
     text = paragraph(summary, None, sweeps)
     assert "spends 12 bits per image" in text and "(0.75 bits per pixel)" in text  # 12 / 16 pixels
     assert "keeps 3 of its 4 latent dimensions active" in text and "PCA with about 3 component(s)" in text
+    assert "Its active dimensions carry 4 bits each on average." in text  # 12 bits / 3
     assert "β = 0.5, 1, 4" in text and "40 → 12 → 2 bits per image" in text and "22.00 → 20.00 → 15.00 dB" in text
     assert "Preview" not in text and "So 1 of the 4 dimensions carries almost no information" in text
     assert "| Baseline | clean | 12.0 | 0.7500 | 3 of 4 | 100.0 (BCE) | -110.0 | 20.00 | 3.0 |" in vae_table(summary["runs"], 0.1)

@@ -264,7 +264,8 @@ def paragraph(summary: dict, rd: tuple[dict, dict] | None, sweeps: list[dict]) -
             f"(`{base['run']}`) spends {_n(d['rate_bits_per_image'])} bits per image on its KL term "
             f"({d['rate_bits_per_pixel']:.3g} bits per pixel), keeps {d['active_units']} of its {d['latent_dim']} "
             f"latent dimensions active (Var_x(μ_d) > {d['active_threshold']:g}) and reaches {_psnr(base):.2f} dB "
-            f"test PSNR{worth}.")
+            f"test PSNR{worth}." + (f" Its active dimensions carry {_n(d['rate_bits_per_image'] / d['active_units'])} "
+                                     "bits each on average." if d["active_units"] else ""))
     coded = _coded(rd)
     if coded:
         text += (f" Its μ coded at {coded['b']} bits per value takes {coded['bytes']:.0f} bytes per image "
