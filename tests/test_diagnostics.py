@@ -136,7 +136,8 @@ def test_every_run_of_the_grid_holds_its_diagnostics(smoke_grid):
     with open(runs / "summary.csv", newline="") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
     vae, ae = rows["vae-none-clean-s0"], rows["ae-none-clean-s0"]
-    assert float(vae["rate_bits_per_image"]) == read_metrics(runs / "vae-none-clean-s0")["diagnostics"]["rate_bits_per_image"]
+    stored = read_metrics(runs / "vae-none-clean-s0")["diagnostics"]
+    assert float(vae["rate_bits_per_image"]) == stored["rate_bits_per_image"]
     assert vae["active_entries"] == "" and ae["rate_bits_per_image"] == "" and int(ae["active_entries"]) >= 0
 
 
@@ -206,7 +207,8 @@ def test_the_beta_sweep_and_a_converged_grid_in_the_plane_and_the_paragraph(tmp_
     from src.report.vae import PREVIEW, paragraph, plane_figure, vae_table
 
     summary = {"grid": {"preset": {"noise_sigma": 0.1}}, "baselines": {"test": {"mean image": {"psnr": 10.0}}},
-               "runs": [_row("vae-none-clean-s0", "none", 0.0, 20.0, 12.0, 3), _row("vae-l1-clean-s0", "l1", 0.0, 19.0, 8.0, 2)]}
+               "runs": [_row("vae-none-clean-s0", "none", 0.0, 20.0, 12.0, 3),
+                        _row("vae-l1-clean-s0", "l1", 0.0, 19.0, 8.0, 2)]}
     sweeps = [{"sweep": "beta", "model": "vae", "value": b, "seed": 0, "run": f"sweeps/b{b}",
                "metrics": _row(f"b{b}", "none", 0.0, p, r, au)}
               for b, p, r, au in ((0.5, 22.0, 40.0, 4), (1.0, 20.0, 12.0, 3), (4.0, 15.0, 2.0, 1))]
@@ -214,9 +216,11 @@ def test_the_beta_sweep_and_a_converged_grid_in_the_plane_and_the_paragraph(tmp_
     assert "spends 12 bits per image" in text and "(0.75 bits per pixel)" in text  # 12 / 16 pixels
     assert "keeps 3 of its 4 latent dimensions active" in text and "PCA with about 3 component(s)" in text
     assert "Its active dimensions carry 4 bits each on average." in text  # 12 bits / 3
-    assert "β = 0.5, 1, 4" in text and "40 → 12 → 2 bits per image" in text and "22.00 → 20.00 → 15.00 dB" in text
+    assert "β = 0.5, 1, 4" in text and "40 → 12 → 2 bits per image" in text
+    assert "22.00 → 20.00 → 15.00 dB" in text
     assert "Preview" not in text and "So 1 of the 4 dimensions carries almost no information" in text
-    assert "| Baseline | clean | 12.0 | 0.7500 | 3 of 4 | 100.0 (BCE) | -110.0 | 20.00 | 3.0 |" in vae_table(summary["runs"], 0.1)
+    row = "| Baseline | clean | 12.0 | 0.7500 | 3 of 4 | 100.0 (BCE) | -110.0 | 20.00 | 3.0 |"
+    assert row in vae_table(summary["runs"], 0.1)
     path = plane_figure(tmp_path, summary, sweeps, tmp_path / "plane.png")
     with Image.open(path) as im:
         assert not im.text["Title"].startswith(PREVIEW)

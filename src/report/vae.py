@@ -64,7 +64,8 @@ def beta_points(sweeps: list[dict]) -> list[tuple[float, list[dict]]]:
 def kl_figure(summary: dict, path: Path, label: str = "") -> Path | None:
     """Sorted per-dimension KL (bits) of each VAE grid cell (lowest seed), regularizer × training, with the
     active-unit count as a dashed line; None when no VAE run holds diagnostics."""
-    cells, by_name, sigma = runs_by_cell(summary), {r["run"]: r for r in summary["runs"]}, noise_sigma(summary.get("grid"))
+    cells, by_name = runs_by_cell(summary), {r["run"]: r for r in summary["runs"]}
+    sigma = noise_sigma(summary.get("grid"))
     shown = {k: by_name[v] for k, v in cells.items() if k[0] == "vae" and vae_diag(by_name[v])}
     if not shown:
         return None
@@ -87,8 +88,8 @@ def kl_figure(summary: dict, path: Path, label: str = "") -> Path | None:
             ax.set(xlabel="latent dimension, by KL", ylabel="KL (bits per image)" if j == 0 else None)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    return _save(fig, path, _title("VAE: KL per latent dimension (test split, z = μ, lowest seed), sorted", list(shown.values()),
-                                   label))
+    title = "VAE: KL per latent dimension (test split, z = μ, lowest seed), sorted"
+    return _save(fig, path, _title(title, list(shown.values()), label))
 
 
 def plane_figure(runs_dir: Path, summary: dict, sweeps: list[dict], path: Path, label: str = "") -> Path | None:
@@ -135,7 +136,8 @@ def plane_figure(runs_dir: Path, summary: dict, sweeps: list[dict], path: Path, 
             ax2.annotate(f"β={b:g}", (ai, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
     pca = _pca_curve(runs_dir, vae)
     if pca:
-        ax2.plot(pca["k"], pca["psnr"], "-^", color=RD_STYLE["pca"][0], ms=3, label=f"PCA-k (fit on {pca['n_train']} train)")
+        ax2.plot(pca["k"], pca["psnr"], "-^", color=RD_STYLE["pca"][0], ms=3,
+                 label=f"PCA-k (fit on {pca['n_train']} train)")
     ax2.axvline(vae_diag(vae[0])["latent_dim"], color="0.6", lw=0.8, ls="--", label="VAE latent size")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -284,7 +286,8 @@ def paragraph(summary: dict, rd: tuple[dict, dict] | None, sweeps: list[dict]) -
                 "converged: the numbers describe undertrained models, and no conclusion is drawn from them.")
     idle = d["latent_dim"] - d["active_units"]
     if idle:
-        text += (f" So {idle} of the {d['latent_dim']} dimensions {'carries' if idle == 1 else 'carry'} almost no information about the image: "
+        verb = "carries" if idle == 1 else "carry"
+        text += (f" So {idle} of the {d['latent_dim']} dimensions {verb} almost no information about the image: "
                  "their posterior stays at the prior (Lucas et al. 2019 explain why a linear decoder's noise "
                  "level decides how many stay in use).")
     return text
