@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .export import is_archive, marker_last
-from .results import FIGURE_DATA, RD_DIR, preset_of, read_metrics
+from .results import FIGURE_DATA, PCA_CURVE_JSON, RD_DIR, preset_of, read_metrics, read_pca_curves
 from .utils import UserError, atomic_path, read_json, save_npz, write_json
 
 PRESET_FIELDS = ("epochs", "batch_size", "image_size", "limit", "sample_size", "noise_sigma")
@@ -146,7 +146,8 @@ def _copy_tree(src: Path, dest: Path) -> None:
 
 
 def _merge_extras(into: Path, folders: list[Path]) -> None:
-    """Baselines (equal for equal data: the first found), rd/ (the last bundle that has one) and figure data."""
+    """Baselines (equal for equal data: the first found), rd/ (the last bundle that has one), figure data and
+    PCA curves (keyed by data and split: every copy of a key holds the same curve)."""
     for name in ("baselines.json", "baselines.npz"):
         src = next((f / name for f in folders if (f / name).is_file()), None)
         if src is not None and not (into / name).is_file():
@@ -155,6 +156,9 @@ def _merge_extras(into: Path, folders: list[Path]) -> None:
     rd = [f / RD_DIR for f in folders if (f / RD_DIR / "index.json").is_file()]
     if rd:
         _copy_tree(rd[-1], into / RD_DIR)
+    curves = {k: v for f in [*reversed(folders), into] for k, v in read_pca_curves(f).items()}  # into's first
+    if curves:
+        write_json(into / PCA_CURVE_JSON, {"curves": curves})
     parts = [p for p in [into / FIGURE_DATA, *(f / FIGURE_DATA for f in folders)] if p.is_file()]
     if parts:
         merge_figure_data(parts, into / FIGURE_DATA)

@@ -147,6 +147,8 @@ def test_merging_the_ae_and_vae_pieces_equals_one_reproduce(smoke_grid, tmp_path
     assert len(merged["runs"]) == 16
     assert _metrics(merged) == _metrics(whole)  # every metric equal
     assert merged["baselines"] == whole["baselines"]
+    curves = json.loads((tmp_path / "merged" / "pca_curve.json").read_text())["curves"]  # the diagnostics' PCA curve
+    assert curves.keys() == json.loads((smoke_grid / "runs" / "pca_curve.json").read_text())["curves"].keys()
     assert not list((tmp_path / "merged").rglob("*.pt"))
     # the report of the merged folder draws from the bundle alone and says how many seeds each cell has
     assert main(["report", str(tmp_path / "merged")]) == 0
