@@ -24,6 +24,7 @@ cd "$(dirname "$0")/.."
 PRESET=${PRESET:-full} N=${N:-70000} DEVICE=${DEVICE:-cuda} RD=${RD:-gpu} BUDGET=${BUDGET:-540}
 PARALLEL=${PARALLEL:-0}  # runs per stack: 0 = all 8 of the model in one stack; 4 or 2 return runs sooner
 WORK=${WORK:-/tmp/aevae-piece} PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1  # every log line reaches piece.log at once, also when the command is killed at its limit
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd)
 t0=$(date +%s)
