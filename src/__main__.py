@@ -6,7 +6,7 @@ Commands:
   data download   fetch the Kaggle Flickr-Faces thumbnails (needs kagglehub + credentials)
   train           train one model (every config field is a flag)
   evaluate        write RUN_DIR/metrics.json (val/test x clean/noisy)
-  reproduce       the whole study: grid, rate-distortion, report in OUT (README only with --publish)
+  reproduce       the whole study: grid, rate-distortion, report in OUT (README, docs only with --publish)
   report          figures and tables again from stored results, without training
   analyze         noise sweep of a finished grid (evaluation only), its figures and claim verdicts
   rd              rate-distortion curves (real bytes) of a finished grid vs PCA, JPEG, WebP, JPEG 2000
@@ -34,7 +34,7 @@ EXAMPLES = """examples:
   python -m src reproduce                         the quick preview on the embedded faces (CPU is fine)
   python -m src reproduce --preset full --device cuda
   python -m src train --model vae --reg l2 --noise-train 0.1 --epochs 200 --out runs/my-vae
-  python -m src report runs/quick --publish       README.md + Figures/ from stored results
+  python -m src report runs/quick --publish       README.md, docs/results.md, Figures/ from stored results
   python -m src data stats data/flickr            how a folder's images compare with face photographs
 """
 
@@ -248,9 +248,10 @@ def _device_progress(p: argparse.ArgumentParser) -> None:
 
 def _publish(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", action="store_true",
-                   help="also write Figures/ and the README's generated sections (the repository's published results)")
+                   help="also write Figures/, the README's headline and docs/results.md (the published results)")
     p.add_argument("--figures", default=None, help="figure folder (default: RUNS/Figures; Figures with --publish)")
-    p.add_argument("--readme", default=None, help="README to update (default: none; README.md with --publish)")
+    p.add_argument("--readme", default=None, help="README to update, with docs/results.md beside it "
+                                                  "(default: none; README.md with --publish)")
 
 
 # ---------------------------------------------------------------- commands

@@ -6,7 +6,7 @@ else chains the steps. Each returns a dict a notebook can show::
     reproduce(preset, out)  the grid (experiments.run_grid), then the analysis presets' sweeps
                             (sweeps.run_analysis) or the other presets' rate-distortion curves, then report
     report(out)             diagnostics of runs that predate them, figure data, the claims of an analysis grid,
-                            figures, OUT/REPORT.md [README blocks]
+                            figures, OUT/REPORT.md [README headline, docs/results.md]
     analyze(out)            noise sweep of any finished grid, diagnostics, figure data, claims, analysis figures
                             and tables
     rd(out)                 rate-distortion curves of a finished grid (OUT/rd/)
@@ -148,7 +148,8 @@ def report(out: str | Path, figures: str | Path | None = None, readme: str | Pat
     (from the weights; kept as is in a weight-free bundle) and, for an analysis grid, its claims.
 
     ``figures``: the figure folder (default ``out/Figures``; an analysis grid's go to its ``<preset>/``
-    subfolder); ``readme``: a README whose generated blocks are replaced (publishing), or None.
+    subfolder); ``readme``: a README whose headline block is replaced, with docs/results.md beside it
+    (publishing), or None.
     Returns {"summary", "written" (paths), "figures" ({file name: path}), "markdown" (OUT/REPORT.md)}.
     """
     out = Path(out)
@@ -161,7 +162,7 @@ def report(out: str | Path, figures: str | Path | None = None, readme: str | Pat
         check_claims(out, summary)  # its verdicts and paired tables, read by the analysis report
     written = write_report(out, figures, readme)
     log(f"report: {len(written)} files written under {figures} and {out / REPORT_MD}"
-        + (f"; {readme} updated" if readme else ""))
+        + (f"; {readme} and {readme.parent / 'docs' / 'results.md'} updated" if readme else ""))
     return {"summary": summary, "written": written, "figures": _figures(written), "markdown": out / REPORT_MD}
 
 

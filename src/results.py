@@ -147,6 +147,19 @@ def is_analysis(summary: dict) -> bool:
     return analysis_mode(preset_of(summary.get("grid")).get("name"))
 
 
+PROTOCOL_PRESETS = ("full", "analysis-full")  # the original protocol; every other preset is a preview
+
+
+def preview_status(grid: dict | None, runs: list[dict]) -> str:
+    """What a figure or table drawn from ``runs`` must say about itself: "preview: not converged" when
+    one of them has not converged, "preview: preset NAME" for a converged run of a smaller preset,
+    "" for converged runs of the protocol."""
+    if any(not (r.get("convergence") or {}).get("converged") for r in runs):
+        return "preview: not converged"
+    name = preset_of(grid).get("name")
+    return "" if name in PROTOCOL_PRESETS else f"preview: preset {name}"
+
+
 def finished_runs(runs_dir: Path) -> list[Path]:
     """Run folders of ``runs_dir`` whose metrics.json is readable (sweeps/ has none: it is left out)."""
     return [d for d in sorted(runs_dir.iterdir()) if d.is_dir() and read_metrics(d) is not None]

@@ -1,6 +1,9 @@
 """Every figure of the report, drawn from the results store only (``results``: summary, histories,
 per-image arrays, figure_data.npz, noise sweeps, sweeps, claims.json, rd/*.json).
 
+A figure drawn from runs that have not converged says so in its own title ("preview: not
+converged", ``results.preview_status``), so that a copy seen out of context cannot pass for a result.
+
 No pyplot: ``matplotlib.figure.Figure`` holds no global backend state, so this is safe in
 notebooks and headless; every PNG is written atomically.
 """
@@ -13,8 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from ..results import (MODEL_LABEL, REG_LABEL, Store, aggregate, levels, load_rd, load_summary, read_figure_data,
-                       read_history, runs_by_cell)
+from ..results import (MODEL_LABEL, REG_LABEL, Store, aggregate, levels, load_rd, load_summary, preview_status,
+                       read_figure_data, read_history, runs_by_cell)
 from ..stats import METRICS, mean_std
 from ..utils import atomic_write
 from .style import COLORS, DPI, FIGURES, RD_FIGURES, RD_STYLE, SWEEP_LABEL
@@ -25,6 +28,16 @@ FigureData = tuple[dict, dict[str, np.ndarray]]  # results.read_figure_data: (in
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` through a temp file and a rename."""
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
+
+
+def tagged(title: str, tag: str) -> str:
+    """``title`` with the preview tag on a line of its own (unchanged when there is none)."""
+    return f"{title}\n{tag}" if tag else title
+
+
+def model_tag(summary: dict, model: str) -> str:
+    """The preview tag of a figure that shows the runs of ``model`` (``results.preview_status``)."""
+    return preview_status(summary.get("grid"), [r for r in summary["runs"] if r["model"] == model])
 
 
 def _grid(rows: list[tuple[str, np.ndarray, list[str] | None]], path: Path, title: str) -> Path:
@@ -98,7 +111,7 @@ def loss_figures(runs_dir: Path, summary: dict, figures: Path, model: str) -> li
     cells = runs_by_cell(summary)
     histories = {reg: read_history(runs_dir / cells[(model, reg, 0.0)])
                  for reg in REG_LABEL if (model, reg, 0.0) in cells}
-    names = FIGURES[model]["loss"]
+    names, tag = FIGURES[model]["loss"], model_tag(summary, model)
     panels = [("train_loss", "training loss"), ("val_loss", "validation loss")]
     groups = [panels] if len(names) == 1 else [[p] for p in panels]
     written = []
@@ -108,7 +121,7 @@ def loss_figures(runs_dir: Path, summary: dict, figures: Path, model: str) -> li
         for ax, (key, title) in zip(axes[0], group):
             for reg, h in histories.items():
                 ax.plot([r["epoch"] for r in h], [r[key] for r in h], label=REG_LABEL[reg], marker=".")
-            ax.set(title=f"{MODEL_LABEL[model]} {title} (clean-trained)", xlabel="epoch",
+            ax.set(title=tagged(f"{MODEL_LABEL[model]} {title} (clean-trained)", tag), xlabel="epoch",
                    ylabel="MSE per pixel" if model == "ae" else "BCE + KL per image")
             _log(ax, "y")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -134,13 +147,33 @@ def image_figures(runs_dir: Path, summary: dict, figures: Path, model: str, data
             if tr == 0.0:
                 recon_rows.append((REG_LABEL[reg], arrays[f"recon/{run}/clean"], _captions(store, run, "clean", n)))
             noise_rows.append((f"{REG_LABEL[reg]} {tag}", arrays[f"recon/{run}/noisy"], _captions(store, run, cond, n)))
-    name = MODEL_LABEL[model]
+    name, tag = MODEL_LABEL[model], model_tag(summary, model)
     return [
         _grid(recon_rows, figures / FIGURES[model]["recon"],
-              f"{name}: test reconstructions per regularization (PSNR / SSIM per image)"),
+              tagged(f"{name}: test reconstructions per regularization (PSNR / SSIM per image)", tag)),
         _grid(noise_rows, figures / FIGURES[model]["noise"],
-              f"{name}: noisy inputs (σ={sigma:g}), clean- and noise-trained models"),
+              tagged(f"{name}: noisy inputs (σ={sigma:g}), clean- and noise-trained models", tag)),
     ]
+
+
+def headline_figure(runs_dir: Path, summary: dict, data: FigureData, path: Path) -> Path:
+    """The README's one figure: test faces, the unregularized AE and VAE on them (clean-trained), the same
+    faces with noise, and the noise-trained AE and VAE on those (lowest seed; captions PSNR / SSIM)."""
+    index, arrays = data
+    cells, store = runs_by_cell(summary), Store(runs_dir)
+    sigma, cond, n = index["sigma"], index["condition"], index["n_show"]
+    shown = [(m, tr) for tr in (0.0, sigma) for m in MODEL_LABEL if (m, "none", tr) in cells]
+    rows = [("original", arrays["test"], None)]
+    for m, tr in shown:
+        if tr == sigma and all(r[1] is not arrays["noisy"] for r in rows):
+            rows.append((f"noisy σ={sigma:g}", arrays["noisy"], None))  # once, above the noise-trained rows
+        run = cells[(m, "none", tr)]
+        kind, c = ("clean", "clean") if tr == 0.0 else ("noisy", cond)
+        rows.append((f"{MODEL_LABEL[m]} {'clean' if tr == 0 else 'noise'}-tr.", arrays[f"recon/{run}/{kind}"],
+                     _captions(store, run, c, n)))
+    runs = [r for r in summary["runs"] if (r["model"], r["reg"], r["noise_train"]) in {(m, "none", t) for m, t in shown}]
+    return _grid(rows, path, tagged("Test faces: unregularized AE and VAE, clean and noisy inputs (PSNR / SSIM)",
+                                    preview_status(summary.get("grid"), runs)))
 
 
 def model_figures(runs_dir: str | Path, figures: str | Path, model: str, summary: dict | None = None,
@@ -263,9 +296,9 @@ def sweep_figure(rows: list[dict], sweeps: list[str], path: Path, label: str, re
 
 # ---------------------------------------------------------------- rate-distortion
 
-def rd_figures(runs_dir: str | Path, figures: str | Path) -> list[Path]:
+def rd_figures(runs_dir: str | Path, figures: str | Path, tag: str = "") -> list[Path]:
     """``rd_psnr.png`` and ``rd_ssim.png``: every method in one figure each (log bpp axis); none
-    when the grid has no ``rd/``."""
+    when the grid has no ``rd/``. ``tag``: the grid's preview tag, shown in the title."""
     loaded = load_rd(runs_dir)
     if loaded is None:
         return []
@@ -288,8 +321,8 @@ def rd_figures(runs_dir: str | Path, figures: str | Path) -> list[Path]:
                     label=c["name"])
         _log(ax, "x")
         ax.set(xlabel="bits per pixel (real bytes × 8 / pixels)", ylabel="PSNR (dB)" if metric == "psnr" else "SSIM",
-               title=f"{metric.upper()} vs rate: {index['dataset']}, preset {index['preset']}, "
-                     f"{index['n_test']} test images")
+               title=tagged(f"{metric.upper()} vs rate: {index['dataset']}, preset {index['preset']}, "
+                            f"{index['n_test']} test images", tag))
         ax.title.set_fontsize(8)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)

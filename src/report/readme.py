@@ -1,4 +1,5 @@
-"""The README's generated sections, and the one function that replaces a block between markers.
+"""The sections of the report (a grid's REPORT.md, and docs/results.md when published), and the one
+function that replaces a block between markers.
 
 Sections: results (``results_markdown`` + ``rd_markdown``), parameter analysis
 (``analysis_markdown``) and conclusions (``conclusions_markdown``), each between its markers.
