@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 def smoke_grid(tmp_path_factory):
     """One finished ``reproduce --preset smoke`` for the whole session, to READ only: ROOT/faces (60
     generated faces), ROOT/runs (the grid, its rd/ curves and figure_data.npz), ROOT/Figures,
-    ROOT/README.md with its results section replaced, ROOT/data/.cache (the decoded images; ROOT was the
+    ROOT/README.md with its headline block replaced and ROOT/docs/results.md (published), ROOT/data/.cache (the decoded images; ROOT was the
     working folder) and ROOT/reproduce_log.json (its stdout lines with the second each arrived, and the
     total). It runs as its own process with one torch thread (``forked_cli``), as a user's would; a test
     that writes uses ``smoke_copy``."""
@@ -42,7 +42,7 @@ def smoke_grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
     write_sample(root / "faces", n=60, seed=0, progress=False)
     readme = root / "README.md"
-    readme.write_text("# Title\n\nintro\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\n")
+    readme.write_text("# Title\n\nintro\n\n<!-- headline:start -->\nold\n<!-- headline:end -->\n\n## After\n")
     proc = Proc(["reproduce", "--preset", "smoke", "--device", "cpu", "--data", root / "faces", "--out", root / "runs",
                  "--figures", root / "Figures", "--readme", readme, "--no-progress"], cwd=root)
     assert proc.wait() == 0, proc.err[-10:]

@@ -435,12 +435,12 @@ def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setitem(SW.SWEEP_PLANS, "analysis", SW.SweepPlan(
         lambdas=(("vae", "l2", (1e-5, 1.0)),), vae_latent=(8,), vae_beta=(2.0,), ae_latent=(2,)))
     readme = tmp_path / "README.md"
-    readme.write_text("# T\n\n<!-- results:start -->\nR\n<!-- results:end -->\n\n<!-- analysis:start -->\nold\n"
-                      "<!-- analysis:end -->\n\n<!-- conclusions:start -->\nold\n<!-- conclusions:end -->\n")
+    mine = "# T\n\n<!-- headline:start -->\nR\n<!-- headline:end -->\n"
+    readme.write_text(mine)
     assert main(["reproduce", "--preset", "analysis", "--data", str(tmp_path / "faces"), "--out", str(tmp_path / "runs"),
                  "--figures", str(tmp_path / "Figures"), "--readme", str(readme), "--no-progress"]) == 0
-    text = readme.read_text()
-    assert "<!-- results:start -->\nR\n<!-- results:end -->" in text  # the results section is not touched
+    assert readme.read_text() == mine  # the README's headline comes from the results grid, not the analysis
+    text = (tmp_path / "docs" / "results.md").read_text()  # the analysis is published in the docs only
     assert "\nold\n" not in text and "Preset `analysis`" in text and "synthetic sample" in text
     assert "runs/claims.json` → `claims.l2_clean`" in text and "± " in text  # two seeds: mean ± std
     for name in ("vae_prior_samples", "vae_interpolation", "vae_mu_vs_sampled", "sweep_vae_latent", "denoising"):

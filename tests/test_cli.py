@@ -132,13 +132,15 @@ def test_every_config_field_is_a_train_flag_with_its_comment_as_help(capsys):
 
 def test_report_writes_into_the_run_folder_unless_published(smoke_copy, monkeypatch):
     monkeypatch.chdir(smoke_copy)
-    (smoke_copy / "README.md").write_text("# mine\n\n<!-- results:start -->\nOLD-RESULTS\n<!-- results:end -->\n")
+    (smoke_copy / "README.md").write_text("# mine\n\n<!-- headline:start -->\nOLD-RESULTS\n<!-- headline:end -->\n")
     assert main(["report", "runs"]) == 0
     assert "OLD-RESULTS" in (smoke_copy / "README.md").read_text() and not (smoke_copy / "Figures").exists()
+    assert not (smoke_copy / "docs").exists()
     assert (smoke_copy / "runs" / "REPORT.md").exists() and (smoke_copy / "runs" / "Figures" / "AE_loss.png").exists()
     assert main(["report", "runs", "--publish"]) == 0
     readme = (smoke_copy / "README.md").read_text()
-    assert "OLD-RESULTS" not in readme and "](Figures/AE_reg_images2.png)" in readme
+    assert "OLD-RESULTS" not in readme and "](Figures/reconstructions.png)" in readme
+    assert "](../Figures/AE_reg_images2.png)" in (smoke_copy / "docs" / "results.md").read_text()
     assert (smoke_copy / "Figures" / "AE_reg_images2.png").exists()
 
 

@@ -239,9 +239,9 @@ def test_rd_command_then_report_draws_figures_table_and_bytes_notes(smoke_copy, 
     assert main(["report", str(smoke_copy / "runs"), "--figures", str(smoke_copy / "F"), "--readme", str(readme)]) == 0
     for name in RD_FIGURES:
         assert (smoke_copy / "F" / name).stat().st_size > 10_000
-    text = readme.read_text()
+    text = (smoke_copy / "docs" / "results.md").read_text()  # published: the whole report goes to the docs
     assert "Rate–distortion" in text and "preset `smoke`" in text and "not Flickr-Faces" in text
-    assert "| Target bpp | Method |" in text and "](F/rd_psnr.png)" in text
+    assert "| Target bpp | Method |" in text and "](../F/rd_psnr.png)" in text
     assert text.count("*Bytes per image:") == 2 and "800 B" in text  # VAE: 200 float32
 
 

@@ -24,7 +24,8 @@ from src.report import tables
 FIGS = ["AE_reg_images2.png", "AE_loss.png", "AE_noise_reg_images.png", "vae_reg_images_2.png",
         "VAE_train_loss.png", "VAE_val_loss.png", "VAE_noise_reg_images.png",
         "rd_psnr.png", "rd_ssim.png",  # reproduce runs the (reduced) rate-distortion sweep of src.rd
-        "vae_kl_per_dim.png", "vae_rate_distortion.png"]  # report.vae: the VAE's diagnostics
+        "vae_kl_per_dim.png", "vae_rate_distortion.png",  # report.vae: the VAE's diagnostics
+        "reconstructions.png"]  # the README's headline figure
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,12 +90,17 @@ def test_table_numbers_equal_the_metrics_files(smoke_grid):
 def test_readme_section_is_replaced_between_markers_and_labelled(smoke_grid):
     text = (smoke_grid / "README.md").read_text()
     assert text.startswith("# Title\n\nintro\n") and text.rstrip().endswith("## After")
-    section = re.search(r"<!-- results:start -->(.*)<!-- results:end -->", text, re.S).group(1)
-    assert "old" not in section.split("\n")
+    headline = re.search(r"<!-- headline:start -->(.*)<!-- headline:end -->", text, re.S).group(1)
+    assert "old" not in headline.split("\n")
+    started = json.loads((smoke_grid / "runs" / "summary.json").read_text())["grid"]["started"][:10]
+    assert "synthetic sample (generator src.synthetic v2)" in headline and "not Flickr-Faces" in headline
+    assert "preset `smoke`" in headline and "2 epochs" in headline and f"trained {started}" in headline
+    assert "](Figures/reconstructions.png)" in headline and "](docs/results.md)" in headline
+    section = re.search(r"<!-- results:start -->(.*)<!-- results:end -->",
+                        (smoke_grid / "docs" / "results.md").read_text(), re.S).group(1)
     assert "synthetic sample" in section and "not Flickr-Faces numbers" in section
     assert "Preset `smoke`" in section and "2 epochs" in section
-    assert "](Figures/AE_reg_images2.png)" in section
-    started = json.loads((smoke_grid / "runs" / "summary.json").read_text())["grid"]["started"][:10]
+    assert "](../Figures/AE_reg_images2.png)" in section
     assert re.search(rf"\(grid started {started}; report written \d{{4}}-\d\d-\d\d\)", section)  # when trained
 
 
