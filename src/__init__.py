@@ -31,6 +31,6 @@ One concept per module, from the ground up (a module imports only modules above 
     figdata        the images the figures show, computed once -> figure_data.npz
     piece          a piece of the protocol: its budget, its bundle written as each run finishes
     merge          bundles of one study (other seeds, models) merged into one results folder
-    report/        figures, tables and README blocks, from the store only (no torch)
+    report/        figures, tables, the README headline and docs/results.md, from the store only (no torch)
     __main__       the CLI: ``python -m src <command>``
 """

@@ -250,8 +250,7 @@ def _publish(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", action="store_true",
                    help="also write Figures/, the README's headline and docs/results.md (the published results)")
     p.add_argument("--figures", default=None, help="figure folder (default: RUNS/Figures; Figures with --publish)")
-    p.add_argument("--readme", default=None, help="README to update, with docs/results.md beside it "
-                                                  "(default: none; README.md with --publish)")
+    p.add_argument("--readme", default=None, help="README to update, and docs/results.md beside it (default: none)")
 
 
 # ---------------------------------------------------------------- commands

@@ -36,7 +36,7 @@ CACHE_DIR = Path("data/.cache")  # decoded uint8 caches (never inside the user's
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 SAMPLE_MARKER = "SAMPLE.json"  # written last by src.sample.write_sample
 PARALLEL_MIN = 64  # below this many files a process pool costs more than it saves
-HOW_TO_GET_DATA = ('put the Kaggle Flickr-Faces thumbnails there (see README "Real dataset") '
+HOW_TO_GET_DATA = ('put the Kaggle Flickr-Faces thumbnails there (see README "Your own data") '
                    "or generate the sample with: python -m src data sample --out data/sample")
 
 
