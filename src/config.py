@@ -216,6 +216,7 @@ PRESETS = {
                             seeds=(0, 1, 2)),
 }
 ANALYSIS_PRESETS = ("analysis", "analysis-full")  # grids with noise sweeps, parameter sweeps and claims
+PROTOCOL_PRESETS = ("full", "analysis-full")  # the original protocol; every other preset is a preview
 
 
 def analysis_mode(preset_name: str | None) -> bool:

@@ -30,6 +30,7 @@ from .piece import Piece, run_filter
 from .rd import run_rd
 from .report import REPORT_MD, analysis_report
 from .report import report as write_report
+from .report.headline import check_publishable
 from .results import is_analysis, load_summary, preset_of
 from .sweeps import noise_sweep, run_analysis
 from .train import pick_device
@@ -98,6 +99,8 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
         raise UserError(f"--parallel-runs must be >= 0 (0 = all runs of a model together), got {parallel_runs}")
     out = Path(out or f"runs/{preset.name}")
     analysis = analysis_mode(preset.name)
+    if readme and "report" in steps and not analysis:  # refused now, not after the training
+        check_publishable(out, Path(readme), preset.name)
     piece = Piece(out, bundle, budget_s, images_per_s, log=log)
     summary = run_grid(preset, out, data_root=data, device=device, models=tuple(models), progress=progress,
                        log=log, parallel_runs=parallel_runs, budget=piece.budget, on_done=piece.on_done,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import DataConfig, analysis_mode
+from .config import PROTOCOL_PRESETS, DataConfig, analysis_mode
 from .stats import mean_std
 from .utils import UserError, read_json
 
@@ -145,9 +145,6 @@ def gaussian_condition(sigma: float) -> str:
 def is_analysis(summary: dict) -> bool:
     """True for the grids of the analysis presets (their report goes to its own README blocks)."""
     return analysis_mode(preset_of(summary.get("grid")).get("name"))
-
-
-PROTOCOL_PRESETS = ("full", "analysis-full")  # the original protocol; every other preset is a preview
 
 
 def preview_status(grid: dict | None, runs: list[dict]) -> str:

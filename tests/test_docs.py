@@ -208,3 +208,14 @@ def test_a_preview_is_not_published_over_the_protocol_results(smoke_copy, monkey
     assert main(["report", "results/full-synthetic", "--publish"]) == 0  # the protocol results themselves
     readme = (smoke_copy / "README.md").read_text()
     assert "preset `full`" in readme and "all 16 runs converged" in readme and "preview" not in readme
+
+
+def test_reproduce_refuses_to_publish_a_preview_before_training(tmp_path, capsys):
+    (tmp_path / "results" / "full-synthetic").mkdir(parents=True)
+    (tmp_path / "results" / "full-synthetic" / "summary.json").write_text("{}")
+    (tmp_path / "README.md").write_text("# Mine\n")
+    code = main(["reproduce", "--preset", "smoke", "--data", str(tmp_path / "no-faces"), "--out", str(tmp_path / "out"),
+                 "--readme", str(tmp_path / "README.md"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "full-synthetic" in err and "preview (preset smoke)" in err and "\n" not in err
+    assert not (tmp_path / "out").exists() and (tmp_path / "README.md").read_text() == "# Mine\n"

@@ -80,7 +80,7 @@ def report(runs_dir: str | Path, figures: str | Path | None = None, readme: str 
     if is_analysis(summary):
         return analysis_report(runs_dir, figures, readme, summary, markdown=REPORT_MD)
     if readme:
-        check_publishable(runs_dir, readme, summary)
+        check_publishable(runs_dir, readme, preset_of(summary.get("grid")).get("name"))
     data = read_figure_data(runs_dir)
     written: list[Path] = []
     for model in _models(summary):

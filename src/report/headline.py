@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..results import MODEL_LABEL, PROTOCOL_PRESETS, REG_LABEL, aggregate, gaussian_condition, noise_sigma, preset_of
+from ..config import PROTOCOL_PRESETS
+from ..results import MODEL_LABEL, REG_LABEL, aggregate, gaussian_condition, noise_sigma, preset_of
 from ..utils import UserError
 from .tables import DAGGER, fmt, head, unconverged_cells
 
@@ -85,10 +86,10 @@ def headline_markdown(summary: dict, figures_rel: str, docs_rel: str) -> str:
     return "\n".join(lines)
 
 
-def check_publishable(runs_dir: Path, readme: Path, summary: dict) -> None:
-    """Refuse to publish a preview over the protocol results kept in ``results/full-synthetic`` beside the README."""
+def check_publishable(runs_dir: Path, readme: Path, name: str | None) -> None:
+    """Refuse to publish a grid of preset ``name`` when it is a preview and ``results/full-synthetic`` beside the
+    README holds the protocol results (``pipeline.reproduce`` asks before training, ``report`` before writing)."""
     published = readme.parent / PUBLISHED
-    name = preset_of(summary.get("grid")).get("name")
     if (published / "summary.json").exists() and name not in PROTOCOL_PRESETS \
             and runs_dir.resolve() != published.resolve():
         raise UserError(f"{published} holds the published protocol results, and {runs_dir} is a preview (preset "
