@@ -93,7 +93,7 @@ def test_readme_and_docs_hold_no_build_history(pattern):
 def _summary(runs, name="quick"):
     return {"grid": {"preset": {"name": name, "noise_sigma": 0.1, "epochs": 20, "image_size": 128},
                      "dataset": "synthetic sample (src.synthetic)", "source": "sample", "n_images": 2000,
-                     "generator": "src.synthetic v2", "device": "cpu (x86_64, 2 cores)", "torch": "2.x",
+                     "generator": {"generator": "src.synthetic", "version": 2, "n": 2000}, "device": "cpu (x86_64, 2 cores)", "torch": "2.x",
                      "started": "2026-11-28T10:00:00"},
             "runs": runs, "baselines": {"val": {"mean image": {"psnr": 12.0, "ssim": 0.3}},
                                         "test": {"mean image": {"psnr": 12.5, "ssim": 0.31}}}}
