@@ -206,7 +206,7 @@ def test_the_beta_sweep_and_a_converged_grid_in_the_plane_and_the_paragraph(tmp_
 
     from src.report.vae import PREVIEW, paragraph, plane_figure, vae_table
 
-    summary = {"grid": {"preset": {"noise_sigma": 0.1}}, "baselines": {"test": {"mean image": {"psnr": 10.0}}},
+    summary = {"grid": {"preset": {"name": "full", "noise_sigma": 0.1}}, "baselines": {"test": {"mean image": {"psnr": 10.0}}},
                "runs": [_row("vae-none-clean-s0", "none", 0.0, 20.0, 12.0, 3),
                         _row("vae-l1-clean-s0", "l1", 0.0, 19.0, 8.0, 2)]}
     sweeps = [{"sweep": "beta", "model": "vae", "value": b, "seed": 0, "run": f"sweeps/b{b}",

@@ -11,22 +11,24 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from ..results import REG_LABEL, load_rd, noise_sigma, read_pca_curves, runs_by_cell
+from ..results import REG_LABEL, load_rd, noise_sigma, preview_status, read_pca_curves, runs_by_cell
 from ..stats import mean_std
 from ..utils import atomic_write
 from .style import COLORS, DPI, RD_STYLE, VAE_FIGURES
 from .tables import DAGGER, head, trained, unconverged_cells
 
-PREVIEW = "preview: not converged"  # in the title of a figure drawn from a run that has not converged
+PREVIEW = "preview: not converged"  # results.preview_status's words for a figure of an unconverged run
 
 
 def _converged(rows: list[dict]) -> bool:
     return all((r.get("convergence") or {}).get("converged") for r in rows)
 
 
-def _title(text: str, rows: list[dict], label: str) -> str:
-    """The figure title: ``PREVIEW`` first when a shown run has not converged, then ``text`` and ``label``."""
-    return (f"{PREVIEW}. " if not _converged(rows) else "") + text + (f"\n{label}" if label else "")
+def _title(text: str, rows: list[dict], label: str, grid: dict | None = None) -> str:
+    """The figure title: ``results.preview_status`` first ("preview: not converged" when a shown run has not
+    converged, "preview: preset NAME" for a smaller preset), then ``text`` and ``label``."""
+    tag = preview_status(grid, rows)
+    return (f"{tag}. " if tag else "") + text + (f"\n{label}" if label else "")
 
 
 def _save(fig: Figure, path: Path, title: str) -> Path:
@@ -89,7 +91,7 @@ def kl_figure(summary: dict, path: Path, label: str = "") -> Path | None:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     title = "VAE: KL per latent dimension (test split, z = μ, lowest seed), sorted"
-    return _save(fig, path, _title(title, list(shown.values()), label))
+    return _save(fig, path, _title(title, list(shown.values()), label, summary.get("grid")))
 
 
 def plane_figure(runs_dir: Path, summary: dict, sweeps: list[dict], path: Path, label: str = "") -> Path | None:
@@ -159,7 +161,8 @@ def plane_figure(runs_dir: Path, summary: dict, sweeps: list[dict], path: Path, 
         a.grid(alpha=0.3, which="both")
         a.legend(fontsize=6)
     shown = vae + [m for _, ms in betas for m in ms]
-    return _save(fig, path, _title("VAE rate–distortion plane (test split, z = μ)", shown, label))
+    title = "VAE rate–distortion plane (test split, z = μ)"
+    return _save(fig, path, _title(title, shown, label, summary.get("grid")))
 
 
 def _minor_label(v: float, _=None) -> str:
