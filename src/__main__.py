@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rate-distortion sweep; none: no curves (default: the preset's own; none for the analysis "
                         "presets)")
     r.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
+    r.add_argument("--keep-last", action="store_true", help="keep each run's last.pt once evaluated (to train further)")
     _publish(r)
     _device_progress(r)
 
@@ -307,7 +308,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     for split in ("val", "test"):
         for cond, v in m[split].items():
             print(f"{split:4s} {cond:15s} MSE {v['mse']:.5f}  PSNR {v['psnr']:.2f} dB  SSIM {v['ssim']:.4f}")
-    print(f"{m['convergence']['why']}; wrote {run_dir / 'metrics.json'}")
+    print(f"{m['convergence']['label']}: {m['convergence']['why']}; wrote {run_dir / 'metrics.json'}")
     return 0
 
 
@@ -316,8 +317,9 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
     out = Path(a.out or f"runs/{a.preset}")
     figures, readme = outputs(out, a.publish, a.figures, a.readme)
+    settings = a.set + ["train.keep_last=true"] * a.keep_last
     r = reproduce(a.preset, out, data=a.data, device=a.device, seeds=a.seeds,
-                  models=a.models, runs=a.runs, settings=a.set,
+                  models=a.models, runs=a.runs, settings=settings,
                   parallel_runs=a.parallel_runs, rd_sweep=a.rd_sweep, figures=figures, readme=readme,
                   budget_s=a.budget_s, images_per_s=a.images_per_s, bundle=a.bundle, progress=not a.no_progress)
     if r["report"] is None:  # under torchrun: rank 0 says it
@@ -377,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *_: f"warning: {msg}\n"
     try:
+        device = getattr(args, "device", None) or getattr(args, "train.device", "auto")
+        if device != "auto":  # refused in one line before any data or result is read
+            from .train import pick_device
+            pick_device(device)
         return COMMANDS[args.command](args)
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")

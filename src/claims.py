@@ -9,8 +9,9 @@
      "sampled_z": [comparison, ...]}   the VAE decoded from mu vs from a sampled z
 
 Each comparison is ``stats.paired`` of two cells plus who is compared on what; each claim and
-each table is one family of ``stats.decide`` (Holm). A claim that uses a run whose
-``convergence`` flag is false gets no verdict: "inconclusive" with "runs not converged".
+each table is one family of ``stats.decide`` (Holm). A claim that uses a run unfit for a verdict
+gets none: "inconclusive", with why: "runs not converged" (its ``convergence`` flag is false) or
+"runs at the mean image" (``results.run_flags``: it returns about the same face for every input).
 The report only reads this file.
 """
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .results import (CLAIMS_JSON, MODEL_LABEL, REG_LABEL, Store, cell, gaussian_condition, levels, load_summary,
-                      noise_runs, noise_sigma)
+from .results import (AT_MEAN, CLAIMS_JSON, MODEL_LABEL, REG_LABEL, Store, cell, gaussian_condition, levels,
+                      load_summary, noise_runs, noise_sigma, run_flags)
 from .stats import ALPHA, METRICS, TEST_NAME, decide, paired
 from .utils import write_json
 
@@ -180,17 +181,34 @@ def converged(run: dict) -> bool:
     return bool((run.get("convergence") or {}).get("converged"))
 
 
-def refuse_unconverged(claim: dict[str, Any], unconverged: set[str]) -> dict[str, Any]:
-    """Withhold the verdict of a claim whose comparisons use a run that has not converged.
+NOT_CONVERGED = "not converged"
 
-    The statistics stay in the file (they describe those models), but an undertrained model says
-    nothing about a setting, so the verdict and every cell verdict become "inconclusive".
+
+def unfit_runs(runs: list[dict], baselines: dict | None) -> dict[str, list[str]]:
+    """{run: reasons} of the summary rows unfit for a verdict: "not converged", "at the mean image"."""
+    out = {}
+    for r in runs:
+        why = ([NOT_CONVERGED] if not converged(r) else []) + ([AT_MEAN] if AT_MEAN in run_flags(r, baselines) else [])
+        if why:
+            out[r["run"]] = why
+    return out
+
+
+def refuse_unfit(claim: dict[str, Any], unfit: dict[str, list[str]]) -> dict[str, Any]:
+    """Withhold the verdict of a claim whose comparisons use a run unfit for one (``unfit_runs``).
+
+    The statistics stay in the file (they describe those models), but an undertrained model, or one
+    that returns the mean face, says nothing about a setting, so the verdict and every cell verdict
+    become "inconclusive", and the tally says why: "runs not converged: 3 of the 8 runs it uses;
+    runs at the mean image: 4 of the 8 runs it uses".
     """
     used = {r for c in claim["cells"] for x in c["comparisons"] for r in (*x["runs_a"], *x["runs_b"])}
-    bad = sorted(used & unconverged)
+    bad = {r: unfit[r] for r in sorted(used & set(unfit))}
     if bad:
-        claim.update(verdict=INCONCLUSIVE, tally=f"runs not converged: {len(bad)} of the {len(used)} runs it uses",
-                     unconverged_runs=bad)
+        counts = {why: sum(why in w for w in bad.values()) for why in (NOT_CONVERGED, AT_MEAN)}
+        claim.update(verdict=INCONCLUSIVE, unfit_runs=bad,
+                     tally="; ".join(f"runs {why}: {k} of the {len(used)} runs it uses" for why, k in counts.items() if k),
+                     unconverged_runs=[r for r, w in bad.items() if NOT_CONVERGED in w])
         for c in claim["cells"]:
             c["verdict"] = INCONCLUSIVE
     return claim
@@ -242,10 +260,10 @@ def check_claims(runs_dir: str | Path, summary: dict | None = None, write: bool 
     out: dict[str, Any] = {"test": TEST_NAME, "alpha": ALPHA, "split": "test", "noise_sigma": sigma,
                            "seeds": sorted({r["seed"] for r in runs}), "runs_dir": runs_dir.as_posix(),
                            "converged": {"n": sum(map(converged, runs)), "of": len(runs)}, "claims": {}}
-    unconverged = {r["run"] for r in runs if not converged(r)}
+    unfit = unfit_runs(runs, summary.get("baselines"))
     for key, (text, fn) in CLAIMS.items():
         claim = {"claim": text, "definition": " ".join((fn.__doc__ or "").split()), **fn(store, runs, sigma)}
-        out["claims"][key] = refuse_unconverged(claim, unconverged)
+        out["claims"][key] = refuse_unfit(claim, unfit)
     out["denoising"] = denoising_comparisons(store, runs, rows, sigma) if rows else []
     out["sampled_z"] = sampled_z_comparisons(store, runs)
     if write:

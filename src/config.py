@@ -71,12 +71,13 @@ class TrainConfig:
     vae_recon: str = "bce"      # VAE: reconstruction term, "bce" or "mse" (summed per image)
     seed: int = 0               # seeds init, shuffling, noise and VAE sampling
     device: str = "auto"        # auto = cuda, else mps, else cpu
-    progress: bool = True       # tqdm bars
+    progress: bool = True       # progress bars where watched (a terminal, a notebook); never into a log file
     amp: bool = False           # bf16 autocast of the training forward pass (evaluation stays float32)
     channels_last: bool | None = None  # NHWC layout of model and inputs; None = the ConvAE on a CPU (faster there)
     compile: bool = False       # torch.compile the model (the first epoch pays the compile time)
     checkpoint_s: float = 60.0  # min. seconds between last.pt/best.pt writes (kept <= 5% of the time); 0 = every epoch
     fused_adam: bool = True     # Adam's update as one fused kernel per tensor (CPU, CUDA); False = torch's op-by-op loop
+    keep_last: bool = False     # keep last.pt once the run is evaluated (it only serves to train the run further)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -163,7 +164,8 @@ def _dataclass_from(cls: type, d: dict[str, Any]) -> Any:
 
 # Settings that may differ between an interrupted run and its resumption.
 RESUMABLE = {("train", "epochs"), ("train", "device"), ("train", "progress"), ("train", "channels_last"),
-              ("train", "compile"), ("train", "checkpoint_s"), ("train", "fused_adam")}  # speed, not the objective
+              ("train", "compile"), ("train", "checkpoint_s"), ("train", "fused_adam"),  # speed, not the objective
+              ("train", "keep_last")}  # disk use
 
 
 

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in notebooks
 
 from .config import DataConfig, check_fractions
 from .decode import decode_job
 from .synthetic import GENERATOR, GENERATOR_VERSION  # what a sample's SAMPLE.json names
-from .utils import UserError, atomic_path, read_json, write_json
+from .utils import UserError, atomic_path, progress_bar, read_json, write_json, write_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pnm", ".webp", ".tif", ".tiff")
 REAL_DIR = Path("data/flickr")  # where the README tells users to put the Kaggle data
@@ -203,7 +202,7 @@ def _decode_all(paths: list[Path], size: int, workers: int | None, progress: boo
     jobs = [(str(p), size) for p in paths]
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    bar = tqdm(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
+    bar = progress_bar(show=progress, total=len(jobs), desc="decoding images", unit="img")
     with bar:
         if workers <= 1 or len(jobs) < PARALLEL_MIN or not _main_importable():  # else: decoded in this process
             results = map(decode_job, jobs)
@@ -226,17 +225,20 @@ def _decode_all(paths: list[Path], size: int, workers: int | None, progress: boo
                 pool.shutdown(cancel_futures=True)
 
 
-def _report(root: Path, skipped: list[Skipped], strict: bool) -> None:
-    """strict: raise on the first bad file; else one warning with the count and the first five."""
+def _report(root: Path, skipped: list[Skipped], strict: bool, listing: Path) -> None:
+    """strict: raise on the first bad file; else one warning with the count and the first five, every
+    skipped file with its reason in ``listing`` (a text file next to the decode cache, never in ``root``)."""
     if not skipped:
         return
     if strict:
         s = skipped[0]
         raise UserError(f"bad image {root / s.path}: {s.reason} (strict mode; fix or remove the file)")
+    write_text(listing, "".join(f"{root / s.path}\t{s.reason}\n" for s in skipped))
     shown = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5])
     more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-    warnings.warn(f"skipped {len(skipped)} bad files in {root}: {shown}{more} "
-                  "(all listed in FaceSet.skipped)", UserWarning, stacklevel=3)
+    n = f"{len(skipped)} bad file" + ("s" if len(skipped) > 1 else "")
+    warnings.warn(f"skipped {n} in {root}: {shown}{more} (all listed in {listing}; to stop at the first bad "
+                  "file instead: --strict, or reproduce --set data.strict=true)", UserWarning, stacklevel=3)
 
 
 def load_images(root, size: int = 128, *, strict: bool = False, cache_dir=None, workers: int | None = None,
@@ -295,7 +297,7 @@ def load_images(root, size: int = 128, *, strict: bool = False, cache_dir=None, 
         _write_cache(npy, meta_path, key, buf[:len(files)], files, bad)
         images = np.load(npy, mmap_mode="r", allow_pickle=False)
         skipped += bad
-    _report(root, skipped, strict)  # after caching: a strict rerun after a fix reuses the work
+    _report(root, skipped, strict, cache / f"{key[:16]}.skipped.txt")  # after caching: a strict rerun after a fix reuses the work
     source = "sample" if (root / SAMPLE_MARKER).exists() else "folder"
     return FaceSet(images=images, files=list(files), root=str(root.resolve()), skipped=skipped, source=source)
 

@@ -19,7 +19,7 @@ from . import noise
 from .checkpoint import load_torch
 from .data import to_float
 from .models import build_model
-from .results import metrics_checksum, read_history, read_metrics, read_split
+from .results import metrics_checksum, read_history, read_metrics, read_split, run_flags
 from .train import RunConfig
 from .utils import UserError, save_npz, write_json
 
@@ -46,8 +46,12 @@ def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)["x_hat"]
 
 
-# A run has converged when its best validation loss improved by less than CONVERGED_REL over the
-# last CONVERGED_TAIL of its epochs: a plateau, not a slope that more epochs would continue.
+# The one convergence rule. A run has converged when its best validation loss improved by less than
+# CONVERGED_REL over the last CONVERGED_TAIL of its epochs: no slope that more epochs would continue.
+# Its label says which kind of end it is: "overfitting" when the best epoch lies at least two tails
+# before the end and the last validation loss is CONVERGED_REL or more above the best (the loss has
+# been rising since: the reported weights are the early-stopped ones), "plateau" otherwise; an
+# unconverged run is "still improving", or "too short" under CONVERGED_MIN_EPOCHS.
 CONVERGED_TAIL = 0.1   # fraction of the epochs (at least one) that forms the tail
 CONVERGED_REL = 0.01   # relative improvement of the best val loss over that tail
 CONVERGED_MIN_EPOCHS = 10  # below this a one-epoch tail says nothing: such runs are never called converged
@@ -55,22 +59,31 @@ CONVERGED_MIN_EPOCHS = 10  # below this a one-epoch tail says nothing: such runs
 
 def convergence(history: list[dict[str, float]], tail: float = CONVERGED_TAIL,
                 threshold: float = CONVERGED_REL) -> dict[str, Any]:
-    """The converged flag of a run and its evidence, from ``history.csv`` rows (``val_loss`` per epoch).
+    """The converged flag of a run, its label and evidence, from ``history.csv`` rows (``val_loss`` per epoch).
 
-    ``rel_improvement`` = (best val loss before the tail - best val loss overall) / |best before the tail|.
-    A run of fewer than ``CONVERGED_MIN_EPOCHS`` epochs is never converged.
+    ``rel_improvement`` = (best val loss before the tail - best val loss overall) / |best before the tail|;
+    ``rise`` = (last val loss - best) / |best|; ``label``: "plateau", "overfitting", "still improving" or
+    "too short" (see the rule above). A run of fewer than ``CONVERGED_MIN_EPOCHS`` epochs is never converged.
     """
     losses = [row["val_loss"] for row in history]
-    k = max(1, math.ceil(tail * len(losses)))
-    if len(losses) < CONVERGED_MIN_EPOCHS:
-        return {"converged": False, "rel_improvement": None, "tail_epochs": k, "epochs": len(losses),
-                "threshold": threshold, "why": f"too few epochs to see a plateau ({len(losses)} < {CONVERGED_MIN_EPOCHS})"}
+    n, k = len(losses), max(1, math.ceil(tail * len(losses)))
+    common = {"tail_epochs": k, "epochs": n, "threshold": threshold}
+    if n < CONVERGED_MIN_EPOCHS:
+        return {"converged": False, "rel_improvement": None, **common, "label": "too short",
+                "why": f"too few epochs to see a plateau ({n} < {CONVERGED_MIN_EPOCHS})"}
     before, best = min(losses[:-k]), min(losses)
     rel = (before - best) / abs(before) if before else 0.0
-    return {"converged": rel < threshold, "rel_improvement": rel, "tail_epochs": k, "epochs": len(losses),
-            "threshold": threshold,
-            "why": f"best val loss improved {100 * rel:.2f}% over the last {k} of {len(losses)} epochs "
-                   f"({'<' if rel < threshold else '>='} {100 * threshold:g}%)"}
+    best_epoch = losses.index(best) + 1
+    rise = (losses[-1] - best) / abs(best) if best else 0.0
+    out = {"converged": rel < threshold, "rel_improvement": rel, **common, "best_epoch": best_epoch, "rise": rise,
+           "why": f"best val loss improved {100 * rel:.2f}% over the last {k} of {n} epochs "
+                  f"({'<' if rel < threshold else '>='} {100 * threshold:g}%)"}
+    if not out["converged"]:
+        return {**out, "label": "still improving"}
+    if best_epoch <= n - 2 * k and rise >= threshold:
+        return {**out, "label": "overfitting",
+                "why": f"best at epoch {best_epoch} of {n}, validation loss rising since (+{100 * rise:.0f}% by epoch {n})"}
+    return {**out, "label": "plateau"}
 
 
 Condition = tuple[str, float]  # ("clean", 0) | ("gaussian", sigma) | ("s&p", p)
@@ -113,8 +126,10 @@ def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:
 
 def evaluate_run(run_dir: str | Path, images: np.ndarray,
                  conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)),
-                 device: str | torch.device = "cpu") -> dict[str, Any]:
+                 device: str | torch.device = "cpu", baselines: dict | None = None) -> dict[str, Any]:
     """Evaluate a run's best weights on val and test; write per_image.npz, then metrics.json.
+
+    ``baselines``: the grid's ``baselines.json``, for the "at the mean image" flag (``results.run_flags``).
 
     The split is the one stored with the run (``split.npz``), never recomputed; ``images`` must
     be the dataset the run was trained on (``data.load_dataset(cfg.data)`` checks its file list).
@@ -135,10 +150,12 @@ def evaluate_run(run_dir: str | Path, images: np.ndarray,
         per = evaluate(model, images[split[name]], list(conditions), seed=cfg.train.seed, device=device)
         result[name] = {cond: summarize(vals) for cond, vals in per.items()}
         arrays.update({f"{name}/{cond}/{k}": v for cond, vals in per.items() for k, v in vals.items()})
+    result["flags"] = run_flags(result, baselines)
     save_npz(run_dir / "per_image.npz", arrays)
     result["per_image"] = "per_image.npz"
     result["diagnostics"] = run_diagnostics(model, cfg, images, split, run_dir.parent, _clean_psnr(result), device)
     write_json(run_dir / "metrics.json", {**result, "sha256": metrics_checksum(result)})
+    drop_last(run_dir, cfg)
     return result
 
 
@@ -178,3 +195,12 @@ def add_diagnostics(run_dir: str | Path, images: np.ndarray, device: str | torch
                                        _clean_psnr(m), device)
     write_json(run_dir / "metrics.json", {**m, "sha256": metrics_checksum(m)})
     return m
+
+
+def drop_last(run_dir: Path, cfg: RunConfig) -> None:
+    """Delete an evaluated run's ``last.pt`` (only ever needed to resume its training; a VAE's is ~200 MB)
+    unless ``cfg.train.keep_last``; ``best.pt`` stays."""
+    if not cfg.train.keep_last and (run_dir / "metrics.json").exists():
+        (run_dir / "last.pt").unlink(missing_ok=True)
+
+

@@ -42,8 +42,9 @@ from .compression import baseline_metrics
 from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
 from .data import SAMPLE_MARKER, FaceSet, load_dataset, resolved, split_indices
 from .distributed import RunLock, grid_lock  # grid_lock: callers also import it from here
-from .evaluation import add_diagnostics, evaluate_run, needs_diagnostics, summarize
-from .results import SWEEPS_JSON, read_history, read_metrics, run_data
+from .eta import After, Calibration, after_seconds, clock, log_event, run_cost, run_seconds
+from .evaluation import add_diagnostics, drop_last, evaluate_run, needs_diagnostics, summarize
+from .results import BASELINES, SWEEPS_JSON, read_config, read_history, read_metrics, run_data, run_flags
 from .stacked import StackUnavailable, default_parallel_runs, fit_stacked, stack_chunks
 from .train import TrainingDiverged, fit, is_trained, pick_device
 from .utils import UserError, read_json, save_npz, write_json, write_text
@@ -85,15 +86,20 @@ def check_output_dir(out: Path) -> None:
 
 
 def grid_id(preset: Preset, data_cfg: DataConfig) -> str:
-    """What launches must agree on to share an output folder: the preset and the resolved data."""
+    """What launches must agree on to share an output folder: the preset (but whether last.pt is kept)
+    and the resolved data."""
+    preset = replace(preset, train=replace(preset.train, keep_last=False))
     body = json.dumps({"preset": asdict(preset), "data": asdict(data_cfg)}, sort_keys=True, default=str)
     return f"{preset.name}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
 
 
 def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, device: str = "auto",
              models: tuple[str, ...] = MODEL_NAMES, progress: bool = True, log=print,
-             parallel_runs: int | None = None, budget=None, on_done=None, only=None) -> dict[str, Any]:
+             parallel_runs: int | None = None, budget=None, on_done=None, only=None,
+             after: After | None = None) -> dict[str, Any]:
     """Train and evaluate every unfinished run of the grid, then write the summary.
+
+    ``after``: what follows in the study (the rate-distortion sweep, the report), counted in the ETA.
 
     ``parallel_runs``: runs of one model trained together (see ``run_configs``). Under torchrun
     every rank calls this: the ranks share the runs, rank 0 alone writes grid.json, baselines and
@@ -105,6 +111,7 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
     """
     out = Path(out)
     check_output_dir(out)
+    pick_device(device)  # a device this machine lacks is refused before any data is read
     distributed.setup(device)
     main = distributed.is_main()
     say = log if main else _quiet  # what every rank would repeat is said once
@@ -115,6 +122,7 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
     with grid_lock(out, grid_id(preset, data_cfg)):
         dev = pick_device(device)
         if main:
+            log_event(out, "start", what=f"grid {preset.name}")  # progress.log: what the ETA's error is measured on
             info = grid_info(preset, faces, data_cfg, dev)
             log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in preset.summary().items()
                                                        if k not in ("name", "description")))
@@ -125,10 +133,16 @@ def run_grid(preset: Preset, out: str | Path, data_root: str | None = None, devi
         # per-run tqdm bars of several ranks would overwrite each other: the grid's progress lines stay
         configs = grid_configs(preset, data_cfg, device, progress and not distributed.tag(), models)
         configs = {n: c for n, c in configs.items() if only is None or only(n)}
-        todo = run_configs(configs, out, faces.images, _conditions(preset), dev, log, parallel_runs, budget, on_done)
+        if main and (not (out / BASELINES).exists()
+                     or not all((out / n / "metrics.json").exists() for n in configs)):
+            write_baselines(out, faces, data_cfg)  # first: each run's metrics.json flags a run at the mean image
+        distributed.barrier()
+        todo = run_configs(configs, out, faces.images, _conditions(preset), dev, log, parallel_runs, budget, on_done,
+                           after)
         if main:
-            if not (out / "baselines.json").exists() or todo:
-                write_baselines(out, faces, data_cfg)
+            for n in configs:  # a run stopped between its metrics.json and removing its last.pt
+                if (out / n / "last.pt").exists() and read_metrics(out / n) is not None:
+                    drop_last(out / n, RunConfig.from_dict(read_config(out / n)))
             summary = write_summary(out)
         distributed.barrier()
     return summary if main else read_json(out / "summary.json")
@@ -138,24 +152,13 @@ def _quiet(_: str) -> None:
     pass
 
 
-# Relative time per training image at equal image size (benchmarks/RESULTS.md, CPU fit at 128x128:
-# AE 687, VAE 629 images/s). Only the balance of the split among ranks depends on it.
-MODEL_COST = {"ae": 1.0, "vae": 1.1}
-
-
 @dataclass(frozen=True)
 class Unit:
     """Work handed to one rank: runs trained together (a stack, or one run), then evaluated."""
     names: tuple[str, ...]
     train: bool    # False: trained already, evaluated only
-    cost: float    # estimated images processed x MODEL_COST (``run_cost``)
+    cost: float    # estimated images x pixels processed x MODEL_COST (``eta.run_cost``)
     images: float = 0.0  # image-steps left: training epochs x images, then one pass of val + test (budget)
-
-
-def run_cost(cfg: RunConfig, n_images: int, epochs_left: int) -> float:
-    """Images a run still processes (training epochs left, then one pass of val + test under the
-    conditions, about as costly per image as a training step) x ``MODEL_COST``."""
-    return run_images(cfg, n_images, epochs_left) * MODEL_COST.get(cfg.model.name, 1.0)
 
 
 def run_images(cfg: RunConfig, n_images: int, epochs_left: int) -> float:
@@ -177,12 +180,8 @@ def plan_units(configs: dict[str, RunConfig], out: Path | None, n_images: int, p
     if parallel_runs == 0 and world > 1:
         chunks = [c[i:i + k] for c in chunks for k in [-(-len(c) // world)] for i in range(0, len(c), k)]
 
-    def left(n: str) -> int:  # history.csv has a row per epoch done (an estimate: resuming may redo a few)
-        try:
-            done = len(read_history(out / n)) if out is not None else 0
-        except (OSError, ValueError):
-            done = 0
-        return max(configs[n].train.epochs - done, 0)
+    def left(n: str) -> int:
+        return epochs_left(out / n, configs[n]) if out is not None else configs[n].train.epochs
 
     units = [Unit(tuple(c), True, sum(run_cost(configs[n], n_images, left(n)) for n in c),
                   sum(run_images(configs[n], n_images, left(n)) for n in c)) for c in chunks]
@@ -190,9 +189,17 @@ def plan_units(configs: dict[str, RunConfig], out: Path | None, n_images: int, p
                     for n in todo if n not in untrained]
 
 
+def epochs_left(run_dir: Path, cfg: RunConfig) -> int:
+    """Epochs a run has still to train: history.csv has a row per epoch done (resuming may redo a few)."""
+    try:
+        return max(cfg.train.epochs - len(read_history(run_dir)), 0)
+    except (OSError, ValueError):
+        return cfg.train.epochs
+
+
 def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, conditions: list[tuple[str, float]],
                 device: torch.device | str, log=print, parallel_runs: int | None = None, budget=None,
-                on_done=None) -> list[str]:
+                on_done=None, after: After | None = None) -> list[str]:
     """Train (resuming) and evaluate every config whose ``out/<name>/metrics.json`` is not readable.
 
     ``parallel_runs``: how many runs of one model (``stacked.stack_key``) train together as one
@@ -203,7 +210,8 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
     over if that process died. A run that diverges is reported and the others go on; the error
     is raised at the end, on every rank. ``budget`` (a ``budget.Budget``): its plan is printed before
     any training and it may refuse units that cannot finish in time (they stay undone);
-    ``on_done(name)`` is called once a run is evaluated (a piece's bundle writer). Returns the
+    ``on_done(name)`` is called once a run is evaluated (a piece's bundle writer); ``after``: what
+    follows in the study, for the ETA. Returns the
     names that were unfinished (done now by some rank or process); finished runs are never redone.
     """
     dev = pick_device(device) if isinstance(device, str) else device
@@ -219,8 +227,9 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
     if budget is not None and todo:
         plan = piece_plan([configs[n] for u in mine if u.train for n in u.names], len(images))
         log(tag + plan_line(plan, budget.rate, budget.seconds))
-    grid = GridProgress(out, len(configs), {n: u.cost / len(u.names) for u in units for n in u.names})
+    grid = GridProgress(out, configs, units, after, distributed.is_main())
     failed: dict[str, str] = {}
+    baselines = _read_json_or_none(out / BASELINES)  # each metrics.json flags a run at the mean image
     count = itertools.count(1)
     n_mine = sum(len(u.names) for u in mine)
 
@@ -232,7 +241,7 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
             held = [n for n in names if n not in busy and read_metrics(out / n) is None]  # or done meanwhile
             for i, n in enumerate(held):
                 locks[n].sign()
-                log(f"{tag}[{next(count)}/{n_mine}] {n}" + (f" ({grid})" if i == 0 else ""))
+                log(f"{tag}[{next(count)}/{n_mine}] {n}" + (f" ({grid.line(n)})" if i == 0 else ""))
             if train is None:  # taken over from a process that stopped: whatever it left undone
                 train = any(not is_trained(out / n, configs[n].train.epochs) for n in held)
             alone = n_parallel == 1
@@ -255,11 +264,11 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
                         log(f"{n}: {e}; the other runs go on")
                 if n not in failed:
                     try:
-                        evaluate_run(out / n, images, conditions, device=dev)
+                        evaluate_run(out / n, images, conditions, device=dev, baselines=baselines)
                     except CorruptFile as e:  # is_trained reads no checkpoint: a damaged best.pt shows here
                         warnings.warn(f"{e}; training {n} again", stacklevel=2)
                         fit(configs[n], images, out / n, resume=True, log=log)
-                        evaluate_run(out / n, images, conditions, device=dev)
+                        evaluate_run(out / n, images, conditions, device=dev, baselines=baselines)
                     if on_done is not None:
                         on_done(n)
             return [n for n in busy if read_metrics(out / n) is None]
@@ -276,7 +285,7 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
         work((n,), None, wait=True)
     if budget is not None:
         budget.done()
-    log(f"{tag}done {n_mine} runs in {_clock(time.perf_counter() - grid.t0)} ({grid})")
+    log(f"{tag}done {n_mine} runs in {clock(time.perf_counter() - grid.t0)} ({grid.line('grid done')})")
     failed = {k: v for part in distributed.all_gather(failed) for k, v in part.items()}  # waits for every rank
     if failed:
         raise TrainingDiverged("; ".join(f"{name}: {e}" for name, e in failed.items()))
@@ -284,38 +293,53 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
 
 
 class GridProgress:
-    """"k/n runs done, elapsed, ETA" over the whole grid: every process's runs, read from the run folders.
+    """"k/n runs done, elapsed, ETA" over the whole grid (every process's runs, read from the run folders);
+    the ETA also counts what follows (``after``: the rate-distortion step, the report). Each line is also
+    appended to ``OUT/progress.log`` (``eta``).
 
-    The ETA extrapolates the time per unit of cost (``run_cost``) of the runs finished since this began.
+    The ETA: each unit left costs its slowest run's epochs left (a stack trains its runs together) plus
+    each run's evaluation, at the rates ``eta.Calibration`` measures on the grid's run folders.
     """
 
-    def __init__(self, out: Path, n_total: int, costs: dict[str, float]) -> None:
-        self.out, self.n_total, self.costs, self.t0 = out, n_total, costs, time.perf_counter()
+    def __init__(self, out: Path, configs: dict[str, RunConfig], units: list[Unit], after: After | None = None,
+                 write: bool = True) -> None:
+        self.out, self.configs, self.units, self.after, self.write = out, configs, units, after, write
+        self.t0 = time.perf_counter()
 
-    def __str__(self) -> str:
-        done = [n for n in self.costs if (self.out / n / "metrics.json").exists()]
-        total = sum(self.costs.values())
-        frac = sum(self.costs[n] for n in done) / total if total else 1.0
-        elapsed = time.perf_counter() - self.t0
-        eta = _clock(elapsed * (1 - frac) / frac) if frac else "?"
-        return (f"grid: {self.n_total - len(self.costs) + len(done)}/{self.n_total} runs done, "
-                f"{_clock(elapsed)} elapsed, ETA {eta}")
+    def seconds_left(self) -> float | None:
+        cal = Calibration.from_runs((self.out / n, c) for n, c in self.configs.items())
+        total = after_seconds(cal, self.after, list(self.configs.values()), self.out)
+        for u in self.units:
+            left = [n for n in u.names if not (self.out / n / "metrics.json").exists()]
+            train = [run_seconds(cal, self.configs[n], epochs_left(self.out / n, self.configs[n]), False)
+                     for n in left] if u.train else [0.0]
+            other = [run_seconds(cal, self.configs[n], 0) for n in left]
+            if left and None in train + other or total is None:
+                return None
+            total += max(train, default=0.0) + sum(other)
+        return total
 
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    def line(self, what: str) -> str:
+        """The progress text; appended with the ETA in seconds to ``OUT/progress.log``."""
+        done = sum((self.out / n / "metrics.json").exists() for n in self.configs)
+        left = self.seconds_left()
+        if self.write:
+            log_event(self.out, "progress", left, what)
+        return (f"grid: {done}/{len(self.configs)} runs done, {clock(time.perf_counter() - self.t0)} elapsed, "
+                f"ETA {'?' if left is None else clock(left)}")
 
 
 def train_latent_variant(base: RunConfig, latent: int, images: np.ndarray, out: Path, log=print) -> Path:
     """Train (or resume, or reuse) ``base`` with another latent size in ``out``: AE bottleneck
-    channels or VAE latent dimensions (``rd`` draws their rate-distortion curves)."""
+    channels or VAE latent dimensions (``rd`` draws their rate-distortion curves). Once trained, its
+    last.pt goes (only ``best.pt`` is read) unless ``base.train.keep_last``."""
     key = "ae_latent" if base.model.name == "ae" else "vae_latent"
     cfg = replace(base, model=replace(base.model, **{key: latent}))
     if not is_trained(out, cfg.train.epochs):
         log(f"rd: training {base.model.name} with latent {latent} ({cfg.train.epochs} epochs) in {out}")
         fit(cfg, images, out, resume=True, log=log)
+    if not cfg.train.keep_last:
+        (out / "last.pt").unlink(missing_ok=True)
     return out
 
 
@@ -357,7 +381,7 @@ def write_baselines(out: Path, faces: FaceSet, data_cfg: DataConfig, pca_k: int 
         arrays.update({f"{name}/{row}/{k}": v for row, m in rows.items() for k, v in m.items()})
         result[name] = {row: summarize(m) for row, m in rows.items()}
     save_npz(out / "baselines.npz", arrays)
-    write_json(out / "baselines.json", result)
+    write_json(out / BASELINES, result)
     return result
 
 
@@ -374,13 +398,12 @@ DIAGNOSTIC_KEYS = ("rate_bits_per_image", "active_units", "active_entries")  # s
 
 def write_summary(out: Path) -> dict[str, Any]:
     """Collect every finished run's metrics.json into summary.json and summary.csv."""
-    runs = []
+    runs, baselines = [], _read_json_or_none(out / BASELINES)
     for d in sorted(p for p in out.iterdir() if p.is_dir()):
         m = read_metrics(d)
-        if m is not None:
-            runs.append({k: v for k, v in m.items() if k != "per_image"})
-    summary = {"grid": _read_json_or_none(out / "grid.json"), "runs": runs,
-               "baselines": _read_json_or_none(out / "baselines.json")}
+        if m is not None:  # the flags again: the baselines may be newer than the run
+            runs.append({**{k: v for k, v in m.items() if k != "per_image"}, "flags": run_flags(m, baselines)})
+    summary = {"grid": _read_json_or_none(out / "grid.json"), "runs": runs, "baselines": baselines}
     write_json(out / "summary.json", summary)
     rows = []
     for r in runs:

@@ -24,6 +24,7 @@ from typing import Any
 from . import distributed
 from .claims import check_claims
 from .config import MODEL_NAMES, PRESETS, RD_PRESETS, Preset, RDConfig, analysis_mode, set_fields
+from .eta import REPORT_S, After, log_event
 from .experiments import ensure_diagnostics, run_grid
 from .figdata import write_figure_data
 from .piece import Piece, run_filter
@@ -102,9 +103,12 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
     if readme and "report" in steps and not analysis:  # refused now, not after the training
         check_publishable(out, Path(readme), preset.name)
     piece = Piece(out, bundle, budget_s, images_per_s, log=log)
+    sweep = (RD_PRESETS.get(rd_sweep or preset.name, RDConfig())
+             if not analysis and "rd" in steps and rd_sweep != "none" else None)
+    after = After(sweep, "report" in steps)  # what the grid's ETA counts after the grid
     summary = run_grid(preset, out, data_root=data, device=device, models=tuple(models), progress=progress,
                        log=log, parallel_runs=parallel_runs, budget=piece.budget, on_done=piece.on_done,
-                       only=run_filter(runs)) if "grid" in steps else load_summary(out)
+                       only=run_filter(runs), after=after) if "grid" in steps else load_summary(out)
     if analysis and "sweeps" in steps:  # every rank: the sweeps are shared like the grid's runs
         run_analysis(preset, out, data_root=data, device=device, progress=progress, log=log)
     result: dict[str, Any] = {"out": out, "preset": preset, "summary": summary, "rd": None, "report": None,
@@ -117,10 +121,12 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
             if not analysis and "rd" in steps and rd_sweep != "none":  # the analysis report has no rd section
                 result["rd"] = rd(out, rd_sweep or preset.name, device=device, force=False, log=log)
             if "report" in steps:
+                log_event(out, "progress", REPORT_S, "report")
                 result["report"] = report(out, figures, readme, log=log)
                 result["summary"] = result["report"]["summary"]
                 result["figures"] = result["report"]["figures"]
             piece.finish()
+        log_event(out, "end", 0.0, "reproduce done")  # progress.log: benchmarks/eta_error.py measures the ETA on it
     runs = result["summary"]["runs"]
     result.update(runs=len(runs), converged=sum(bool((r.get("convergence") or {}).get("converged")) for r in runs),
                   seconds=time.perf_counter() - t0)

@@ -34,6 +34,7 @@ import torch
 from . import compression as C
 from .config import RD_PRESETS, RDConfig  # noqa: F401 (RD_PRESETS: the named sweeps, for callers)
 from .data import to_float
+from .eta import RD_MODELS, rd_progress
 from .evaluation import EVAL_BATCH, load_run
 from .experiments import train_latent_variant
 from .metrics import all_metrics, psnr, ssim
@@ -172,11 +173,14 @@ def _model_curves(runs_dir: Path, base: list[tuple[str, Path]], cfg: RDConfig, d
                   log: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, dict]]:
     """b sweeps of the ``base`` runs and of their extra latent sizes."""
     runs: list[tuple[str, Path, int | None]] = [(m, run, None) for m, run in base]
+    grid = [(r, RunConfig.from_dict(read_config(r))) for r in sorted(runs_dir.iterdir()) if (r / "metrics.json").exists()]
     for m, run in base:
         run_cfg = RunConfig.from_dict(read_config(run))
         for latent in (cfg.ae_latents if m == "ae" else cfg.vae_latents):
-            out = runs_dir / RD_DIR / "models" / f"{m}-latent{latent}"
+            out = runs_dir / RD_MODELS / f"{m}-latent{latent}"
+            rd_progress(runs_dir, cfg, grid, f"rd: {m}-latent{latent}")  # progress.log: the ETA of the step
             runs.append((m, train_latent_variant(run_cfg, latent, data["all"], out, log), latent))
+    rd_progress(runs_dir, cfg, grid, "rd: coding")
     curves, models = {}, {}
     for m, run, latent in runs:
         net, run_cfg = load_run(run, device)

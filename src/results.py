@@ -43,6 +43,38 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+MEAN_IMAGE = "mean image"  # the baselines' row of the mean training image (compression.baseline_metrics)
+MEAN_IMAGE_DB = 1.0  # a run within this many dB of its test PSNR, or below its SSIM, is "at the mean image"
+AT_MEAN, OVERFITTING = "at the mean image", "overfitting"  # the flags of ``run_flags``
+
+
+def mean_image_flag(test_clean: dict[str, float], baselines: dict | None) -> str | None:
+    """Why a run's clean test means (``{"psnr", "ssim"}``) are no better than sending the mean training
+    image for every face, or None (also when ``baselines`` has no mean-image row)."""
+    ref = ((baselines or {}).get("test") or {}).get(MEAN_IMAGE)
+    if not ref:
+        return None
+    psnr, ssim, why = test_clean["psnr"], test_clean["ssim"], []
+    if psnr - ref["psnr"] <= MEAN_IMAGE_DB:
+        why.append(f"test PSNR {psnr:.1f} dB, within {MEAN_IMAGE_DB:g} dB of the mean image's {ref['psnr']:.1f} dB")
+    if ssim < ref["ssim"]:
+        why.append(f"test SSIM {ssim:.3f}, below the mean image's {ref['ssim']:.3f}")
+    return "; ".join(why) or None
+
+
+def run_flags(run: dict[str, Any], baselines: dict | None) -> dict[str, str]:
+    """{flag: why} of a metrics.json / summary row: what its numbers do not say alone. "overfitting" (the
+    label of ``evaluation.convergence``) and "at the mean image" (``mean_image_flag``); {} for neither."""
+    flags = {}
+    conv = run.get("convergence") or {}
+    if conv.get("label") == OVERFITTING:
+        flags[OVERFITTING] = conv["why"]
+    at_mean = mean_image_flag(run["test"]["clean"], baselines)
+    if at_mean:
+        flags[AT_MEAN] = at_mean
+    return flags
+
+
 def metrics_checksum(m: dict[str, Any]) -> str:
     """sha256 of a metrics dict without its "sha256" key (JSON floats round-trip exactly)."""
     body = json.dumps({k: v for k, v in m.items() if k != "sha256"}, sort_keys=True)
@@ -69,6 +101,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------- names in the store
 
+BASELINES = "baselines.json"         # mean-image and PCA rows of a grid (experiments.write_baselines)
 NOISE_JSON, NOISE_NPZ = "noise_sweep.json", "noise_sweep.npz"  # per run, written by sweeps.noise_sweep
 SWEEPS_JSON = "sweeps/sweeps.json"   # index of the parameter sweeps (sweeps.run_sweeps)
 CLAIMS_JSON = "claims.json"          # every paired test of the analysis (claims.check_claims)

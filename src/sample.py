@@ -14,10 +14,9 @@ import re
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from .synthetic import GENERATOR, GENERATOR_VERSION, face
-from .utils import UserError, atomic_path, read_json, write_json
+from .utils import UserError, atomic_path, progress_bar, read_json, write_json
 
 MARKER = "SAMPLE.json"  # written last: its presence means the sample is complete
 PARTIAL = ".SAMPLE.partial.json"  # written first: claims the folder while writing
@@ -129,7 +128,7 @@ def write_sample(out_dir: str | os.PathLike, n: int = 2000, seed: int = 0, size:
     with _pool(workers, len(todo)) as pool:  # faces are independent: rendered on all workers, written here
         jobs = [(i, seed, size) for i in todo]
         pngs = pool.imap(_png, jobs, chunksize=32) if pool else map(_png, jobs)
-        for i, data in tqdm(zip(todo, pngs), total=len(todo), desc="writing faces", disable=not progress):
+        for i, data in progress_bar(zip(todo, pngs), show=progress, total=len(todo), desc="writing faces"):
             with atomic_path(paths[i]) as tmp:
                 tmp.write_bytes(data)
     for d in out.iterdir():  # folders emptied of a larger previous sample

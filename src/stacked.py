@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
-from tqdm import tqdm
 
 from . import noise
 from . import metrics as M
@@ -47,8 +46,8 @@ from .data import to_float
 from .losses import compute_loss
 from .models import build_model
 from .train import (EVAL_BATCH, CheckpointClock, RunConfig, RunObjective, TrainingDiverged, epoch_permutation,
-                    make_optimizer, pick_device, resident_split, run_generator, start_run, train_step)
-from .utils import UserError, set_seed
+                    finished_line, make_optimizer, pick_device, resident_split, run_generator, start_run, train_step)
+from .utils import UserError, progress_bar, set_seed
 
 # What may differ between the runs of one stack (everything else must be equal).
 PER_RUN = {("train", "seed"), ("train", "noise_train"), ("train", "beta"), ("train", "progress"),
@@ -318,8 +317,8 @@ def _train_group(group: list[_Member], start: int, train_u8: torch.Tensor, val_u
         m.model, m.optimizer_state = None, None  # the stack holds the weights now
     name = f"{len(group)} {group[0].cfg.model.name} runs"
     log(f"training {name} together from epoch {start} on {device}: " + ", ".join(m.run.run_dir.name for m in group))
-    bar = tqdm(range(start, tc.epochs + 1), desc=f"{len(group)} runs", disable=not tc.progress, unit="epoch",
-               initial=start - 1, total=tc.epochs)
+    bar = progress_bar(range(start, tc.epochs + 1), show=tc.progress, desc=f"{len(group)} runs", unit="epoch",
+                       initial=start - 1, total=tc.epochs)
     clock, step = CheckpointClock(tc), StackStep(stack, optimizer, device, log)
     images = seconds_total = 0.0
     for epoch in bar:
@@ -355,3 +354,6 @@ def _train_group(group: list[_Member], start: int, train_u8: torch.Tensor, val_u
             group = [group[g] for g in keep]
             step = StackStep(stack, optimizer, device, log)  # a graph of the old stack would write the old tensors
         bar.set_postfix(best=min(m.run.best_val for m in group))
+    if bar.disable:  # no bar drawn: one line per finished run instead
+        for m in group:
+            log(finished_line(m.run))

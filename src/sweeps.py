@@ -172,7 +172,7 @@ def noise_sweep(runs_dir: str | Path, device: str | torch.device = "cpu", log: C
 
 def _comparable(cfg: RunConfig) -> str:
     d = cfg.to_dict()
-    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "progress")}
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "progress", "keep_last")}
     return json.dumps(d, sort_keys=True)
 
 

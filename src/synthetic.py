@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tqdm import tqdm
 
+from .utils import progress_bar
 
 GENERATOR = "src.synthetic"
 GENERATOR_VERSION = 2  # bump whenever faces change; SAMPLE.json records it, so stale samples are remade
@@ -344,6 +344,6 @@ def face(index: int, seed: int = 0, size: int = 128) -> np.ndarray:
 def generate(n: int, seed: int = 0, size: int = 128, progress: bool = False) -> np.ndarray:
     """Faces 0..n-1 of the sample with ``seed``: uint8 array (n, size, size)."""
     out = np.empty((n, size, size), dtype=np.uint8)
-    for i in tqdm(range(n), desc="faces", disable=not progress):
+    for i in progress_bar(range(n), show=progress, desc="faces"):
         out[i] = face(i, seed, size)
     return out

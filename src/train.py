@@ -35,7 +35,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm  # plain tqdm: tqdm.auto warns in notebooks without ipywidgets
 
 from . import metrics as M
 from . import noise
@@ -45,8 +44,8 @@ from .data import split_indices, to_float
 from .losses import compute_loss
 from .models import build_model
 from .regularization import penalty
-from .results import read_history
-from .utils import UserError, save_npz, set_seed, write_json, write_text
+from .results import read_history, read_metrics
+from .utils import UserError, progress_bar, save_npz, set_seed, write_json, write_text
 
 EVAL_BATCH = 500  # validation batch size (evaluation.py uses the same)
 
@@ -185,8 +184,8 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, da
     gen = run_generator(tc.seed, epoch, data.device)
     sums: dict[str, torch.Tensor] = {}
     nhwc = uses_channels_last(cfg, data.device)
-    bar = tqdm(epoch_batches(data, bs, tc.seed, epoch), total=math.ceil(n / bs), desc=f"epoch {epoch}",
-               leave=False, disable=not tc.progress, unit="batch")
+    bar = progress_bar(epoch_batches(data, bs, tc.seed, epoch), show=tc.progress, inner=True,
+                       total=math.ceil(n / bs), desc=f"epoch {epoch}", leave=False, unit="batch")
     for x in bar:  # (B, 1, S, S) clean target
         if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -286,6 +285,12 @@ def start_run(cfg: RunConfig, run_dir: str | Path, model: torch.nn.Module, resum
         raise UserError(f"--out {run_dir} is an existing file, not a folder")
     run = RunState(cfg, run_dir)
     if not (run_dir / "last.pt").exists():
+        with warnings.catch_warnings():  # a damaged metrics.json: the run is redone, as run_configs says
+            warnings.simplefilter("ignore")
+            finished = read_metrics(run_dir) is not None
+        if finished and (run_dir / "best.pt").exists():
+            raise UserError(f"{run_dir} holds a finished, evaluated run whose last.pt was removed (it is kept "
+                            "with --keep-last); train it again with another --out")
         return run, None
     if not resume:
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
@@ -376,8 +381,8 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
 
     if cfg.train.compile:
         model.compile()  # in place: state_dict keys and parameters stay those of the plain model
-    bar = tqdm(range(run.start_epoch, cfg.train.epochs + 1), desc=run.run_dir.name, disable=not cfg.train.progress,
-               unit="epoch", initial=run.start_epoch - 1, total=cfg.train.epochs)
+    bar = progress_bar(range(run.start_epoch, cfg.train.epochs + 1), show=cfg.train.progress, desc=run.run_dir.name,
+                       unit="epoch", initial=run.start_epoch - 1, total=cfg.train.epochs)
     clock = CheckpointClock(cfg.train)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -389,7 +394,16 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
                 run.save(model.state_dict(), optimizer.state_dict(), epoch)
         run.write_history()
         bar.set_postfix(train=f"{tr['loss']:.4g}", val=f"{va['loss']:.4g}", best=run.best_epoch)
+    if bar.disable and run.start_epoch <= cfg.train.epochs:  # no bar drawn: one line per finished run instead
+        log(finished_line(run))
     return run.result(model)
+
+
+def finished_line(run: RunState) -> str:
+    """"<run>: 20 epochs (12.3 s), best epoch 9 (val loss 0.01234)": what a log gets instead of a bar."""
+    seconds = sum(r.get("seconds", 0.0) for r in run.history)
+    return (f"{run.run_dir.name}: {len(run.history)} epochs ({seconds:.1f} s), best epoch {run.best_epoch} "
+            f"(val loss {run.best_val:.5g})")
 
 
 def is_trained(run_dir: str | Path, epochs: int) -> bool:

@@ -1,4 +1,4 @@
-"""Small shared helpers: user-facing errors, seeding, and atomic file writes.
+"""Small shared helpers: user-facing errors, seeding, atomic file writes, and progress bars.
 
 Every file the project writes goes through ``atomic_write``: the bytes land in a temp
 file in the same folder, are flushed to disk, and only then renamed over the target, so
@@ -11,6 +11,7 @@ import json
 import os
 import random
 import secrets
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -104,3 +105,28 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e})") from e
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (its sys.stderr is ipykernel's stream, never a terminal)."""
+    return "ipykernel" in sys.modules and type(sys.stderr).__module__.startswith("ipykernel")
+
+
+def progress_bar(iterable=None, *, show: bool = True, inner: bool = False, **kw):
+    """A tqdm bar drawn only where someone watches it.
+
+    ``show=False`` (``--no-progress``): never. Otherwise on a terminal only (tqdm's ``disable=None``:
+    a log file gets no redraws), and in a notebook one bar per run, updated in place: the outer bars
+    (``inner=False``: one per run, per stack, per decode) are kept, the per-batch ``inner`` ones are not
+    drawn, so a training cell holds a bar per run instead of an output per epoch. Plain tqdm, not
+    tqdm.auto: without ipywidgets that one warns in notebooks.
+    """
+    from tqdm import tqdm
+
+    if not show:
+        disable = True
+    elif in_notebook():
+        disable = inner
+    else:
+        disable = None
+    return tqdm(iterable, disable=disable, **kw)

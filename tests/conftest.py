@@ -32,8 +32,8 @@ def smoke_grid(tmp_path_factory):
     """One finished ``reproduce --preset smoke`` for the whole session, to READ only: ROOT/faces (60
     generated faces), ROOT/runs (the grid, its rd/ curves and figure_data.npz), ROOT/Figures,
     ROOT/README.md with its headline block replaced and ROOT/docs/results.md (published), ROOT/data/.cache (the decoded images; ROOT was the
-    working folder) and ROOT/reproduce_log.json (its stdout lines with the second each arrived, and the
-    total). It runs as its own process with one torch thread (``forked_cli``), as a user's would; a test
+    working folder) and ROOT/reproduce_log.json (its stdout lines with the second each arrived, its stderr
+    lines, and the total). It runs as its own process with one torch thread (``forked_cli``), as a user's would; a test
     that writes uses ``smoke_copy``."""
     from forked_cli import Proc
 
@@ -44,9 +44,10 @@ def smoke_grid(tmp_path_factory):
     readme = root / "README.md"
     readme.write_text("# Title\n\nintro\n\n<!-- headline:start -->\nold\n<!-- headline:end -->\n\n## After\n")
     proc = Proc(["reproduce", "--preset", "smoke", "--device", "cpu", "--data", root / "faces", "--out", root / "runs",
-                 "--figures", root / "Figures", "--readme", readme, "--no-progress"], cwd=root)
+                 "--figures", root / "Figures", "--readme", readme, "--keep-last"],  # last.pt: damaged by test_reliability
+                cwd=root)  # stdout and stderr to files, as a user's log: no bars
     assert proc.wait() == 0, proc.err[-10:]
-    log = {"lines": proc.out, "seconds": time.monotonic() - proc.t0}
+    log = {"lines": proc.out, "stderr": proc.err, "seconds": time.monotonic() - proc.t0}
     (root / "reproduce_log.json").write_text(json.dumps(log))
     return root
 

@@ -447,3 +447,20 @@ def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch):
         assert (tmp_path / "Figures" / "analysis" / f"{name}.png").stat().st_size > 10_000, name
     per = np.load(tmp_path / "runs" / "vae-none-clean-s0" / "noise_sweep.npz")
     assert len(per["test/sampled_z/psnr"]) == 10
+
+
+def test_claims_refuse_verdicts_from_runs_at_the_mean_image(tmp_path):
+    root = fake_grid(tmp_path, effect_holds)
+    summary = json.loads((root / "summary.json").read_text())
+    # the mean image at 10 dB: every run (about 25 dB) is far above it, but the one set to 10.5 dB
+    summary["baselines"] = {"test": {"mean image": {"psnr": 10.0, "ssim": 0.0}}}
+    row = next(r for r in summary["runs"] if r["run"] == "vae-l2-clean-s1")
+    row["test"]["clean"]["psnr"] = 10.5
+    write_json(root / "summary.json", summary)
+    claims = CL.check_claims(root)
+    for key in ("l2_clean", "ae_quality", "vae_robust"):
+        c = claims["claims"][key]
+        assert c["verdict"] == CL.INCONCLUSIVE and c["tally"].startswith("runs at the mean image: 1 of the"), c["tally"]
+        assert c["unfit_runs"] == {"vae-l2-clean-s1": ["at the mean image"]} and c["unconverged_runs"] == []
+    assert claims["claims"]["l1_noise"]["verdict"] == CL.CONFIRMED  # it does not use that run
+    assert "inconclusive** (runs at the mean image: 1 of the" in RM.conclusions_markdown(claims, "hand-made")

@@ -30,6 +30,7 @@ def test_train_without_data_uses_the_generated_sample_then_evaluate(tmp_path, mo
         for f in ("history.csv", "best.pt", "last.pt", "config.json"):
             assert (run / f).exists()
         assert main(["evaluate", str(run), "--no-progress"]) == 0
+        assert not (run / "last.pt").exists() and (run / "best.pt").exists()  # evaluated: last.pt only resumed
         m = json.loads((run / "metrics.json").read_text())
         for split in ("val", "test"):
             assert set(m[split]) == {"clean", "gaussian_0.1"}
@@ -176,3 +177,62 @@ def test_data_stats_prints_a_table_or_json(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     assert main(["data", "stats", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_refused_before_any_data_is_read(tmp_path, capsys):
+    """The data folder and run folders given do not exist: an error about them would mean they were read first."""
+    nope = str(tmp_path / "nope")
+    for argv in (["train", "--device", "cuda", "--data", nope, "--epochs", "1", "--out", str(tmp_path / "r")],
+                 ["reproduce", "--device", "cuda", "--data", nope, "--out", str(tmp_path / "o")],
+                 ["evaluate", nope, "--device", "cuda"], ["rd", nope, "--device", "cuda"],
+                 ["analyze", nope, "--device", "cuda"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["error: device 'cuda' requested but CUDA is not available; use --device cpu"], (argv, err)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
+
+
+def test_last_checkpoint_is_removed_once_evaluated_unless_kept(tmp_path, monkeypatch, capsys):
+    from src.config import PRESETS
+    from src.experiments import run_grid
+    from src.sample import write_sample
+
+    monkeypatch.chdir(tmp_path)
+    write_sample(tmp_path / "faces", n=48, seed=0, progress=False)
+    small = ["--model", "ae", "--epochs", "1", "--limit", "48", "--image-size", "32", "--batch-size", "16",
+             "--data", str(tmp_path / "faces"), "--no-progress", "--device", "cpu"]
+    for keep, run in ((True, tmp_path / "kept"), (False, tmp_path / "dropped")):
+        assert main(["train", *small, "--out", str(run), *(["--keep-last"] if keep else [])]) == 0
+        assert (run / "last.pt").exists()  # trained, not yet evaluated: it may be resumed
+        assert main(["evaluate", str(run), "--no-progress", "--device", "cpu"]) == 0
+        assert (run / "last.pt").exists() == keep and (run / "best.pt").exists()
+    capsys.readouterr()
+    # a finished run without its last.pt is not silently trained again from epoch 1
+    best = (tmp_path / "dropped" / "best.pt").read_bytes()
+    assert main(["train", *small, "--out", str(tmp_path / "dropped"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "finished" in err and "--keep-last" in err, err
+    assert (tmp_path / "dropped" / "best.pt").read_bytes() == best
+    # rd's extra latent sizes: trained once, then reused from best.pt and history.csv alone
+    from src.config import RunConfig
+    from src.data import load_dataset
+    from src.experiments import train_latent_variant
+
+    base = RunConfig.from_dict(json.loads((tmp_path / "dropped" / "config.json").read_text()))
+    images, said = load_dataset(base.data, progress=False, log=lambda *_: None).images, []
+    for _ in range(2):
+        variant = train_latent_variant(base, 2, images, tmp_path / "variant", log=said.append)
+        assert (variant / "best.pt").exists() and not (variant / "last.pt").exists()
+    assert sum("rd: training" in s for s in said) == 1, said
+    # the grid: no last.pt in a finished run folder by default (reproduce --keep-last: conftest's smoke grid)
+    out = tmp_path / "grid"
+    run_grid(PRESETS["smoke"], out, data_root=str(tmp_path / "faces"), device="cpu", models=("ae",), progress=False,
+             log=lambda *_: None)
+    runs = sorted(p for p in out.iterdir() if (p / "metrics.json").exists())
+    assert len(runs) == 8 and all((r / "best.pt").exists() and not (r / "last.pt").exists() for r in runs)
+
+
+def test_reproduce_keep_last_keeps_every_last_checkpoint(smoke_grid):
+    runs = [p for p in (smoke_grid / "runs").iterdir() if (p / "metrics.json").exists()]
+    assert len(runs) == 16 and all((r / "last.pt").exists() for r in runs)  # conftest passes --keep-last

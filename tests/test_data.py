@@ -305,6 +305,23 @@ def test_load_skips_bad_files_with_one_warning(tmp_path):
     assert snapshot(root) == before
 
 
+def test_one_bad_file_is_singular_and_listed_next_to_the_cache(tmp_path):
+    root = tmp_path / "faces"
+    gray(root / "a.png")
+    gray(root / "b.png")
+    (root / "c.png").write_bytes(b"")
+    before = snapshot(root)
+    fs, warns = quiet_load(root, tmp_path, size=16)
+    assert len(warns) == 1
+    msg = str(warns[0].message)
+    assert msg.startswith(f"skipped 1 bad file in {root}: c.png (") and "files" not in msg.split(":")[0]
+    assert "FaceSet" not in msg and "--strict" in msg
+    listed = sorted((tmp_path / "cache").glob("*skipped.txt"))
+    assert len(listed) == 1 and str(listed[0]) in msg  # a file the user can open, next to the decode cache
+    assert listed[0].read_text().splitlines() == [f"{root / 'c.png'}\t{fs.skipped[0].reason}"]
+    assert snapshot(root) == before  # never inside the user's image folder
+
+
 def test_strict_mode_names_the_file(tmp_path):
     root = tmp_path / "faces"
     gray(root / "a.png")

@@ -27,6 +27,24 @@ def test_a_plateau_is_converged_and_a_falling_loss_is_not():
     assert convergence(_rows([5, 3, 2, 2.5, 2.6, 2.7, 2.8, 2.9, 3, 3.1]))["converged"]
 
 
+def test_labels_tell_a_plateau_from_overfitting():
+    assert convergence(_rows([10, 5, 3, 2.5, 2.2, 2.1, 2.05, 2.03, 2.02, 2.019]))["label"] == "plateau"
+    assert convergence(_rows([10, 9, 8, 7, 6, 5, 4, 3, 2, 1]))["label"] == "still improving"
+    assert convergence(_rows([3.0]))["label"] == "too short"
+    # best at epoch 3 of 10 (2.0), then up to 3.1: (3.1 - 2) / 2 = 55% above the best
+    over = convergence(_rows([5, 3, 2, 2.5, 2.6, 2.7, 2.8, 2.9, 3, 3.1]))
+    assert over["converged"] and over["label"] == "overfitting" and over["best_epoch"] == 3
+    assert over["rise"] == pytest.approx(0.55)
+    assert over["why"] == "best at epoch 3 of 10, validation loss rising since (+55% by epoch 10)"
+    # the quick preset's VAE: best at epoch 9 of 20, then slowly worse
+    vae = convergence(_rows([900 - 10 * i for i in range(9)] + [820 + 2 * i for i in range(11)]))
+    assert vae["label"] == "overfitting" and vae["why"].startswith("best at epoch 9 of 20, validation loss rising since")
+    # a late best (epoch 9 of 10: less than two tails ago) or a rise under the threshold is a plateau
+    assert convergence(_rows([5, 4, 3, 2.5, 2.2, 2.1, 2.05, 2.03, 2.0, 2.1]))["label"] == "plateau"
+    small = [5, 3, 2, 2.001, 2.002, 2.003, 2.004, 2.005, 2.006, 2.0 * (1 + CONVERGED_REL) - 0.001]
+    assert convergence(_rows(small))["label"] == "plateau"
+
+
 def test_short_runs_are_never_converged():
     c = convergence(_rows([3.0]))
     assert not c["converged"] and c["rel_improvement"] is None and "too few" in c["why"]
@@ -113,3 +131,25 @@ def test_a_checkpoint_with_an_entry_save_torch_never_writes_is_refused(trained, 
     assert main(["evaluate", str(run), "--no-progress", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'note'" in err[0] and "refused" in err[0], err
+
+
+def _row(psnr, ssim, label="plateau"):
+    return {"test": {"clean": {"psnr": psnr, "ssim": ssim}},
+            "convergence": {"label": label, "why": "best at epoch 9 of 20, validation loss rising since (+4% by epoch 20)"}}
+
+
+BASE = {"test": {"mean image": {"psnr": 12.7, "ssim": 0.35}, "PCA-200": {"psnr": 23.0, "ssim": 0.8}}}
+
+
+def test_a_run_at_the_mean_image_is_flagged_with_the_reason():
+    from src.results import mean_image_flag, run_flags
+
+    # the quick preset's VAE: 13.5 dB is 0.8 dB above the mean image's 12.7, its SSIM 0.30 below 0.35
+    flags = run_flags(_row(13.5, 0.30, "overfitting"), BASE)
+    assert flags["at the mean image"] == ("test PSNR 13.5 dB, within 1 dB of the mean image's 12.7 dB; "
+                                          "test SSIM 0.300, below the mean image's 0.350")
+    assert flags["overfitting"].startswith("best at epoch 9 of 20")
+    assert mean_image_flag({"psnr": 20.0, "ssim": 0.2}, BASE) == "test SSIM 0.200, below the mean image's 0.350"
+    assert mean_image_flag({"psnr": 13.5, "ssim": 0.5}, BASE).startswith("test PSNR 13.5 dB, within 1 dB")
+    assert run_flags(_row(14.0, 0.5), BASE) == {}  # 1.3 dB above, SSIM above: a model that does something
+    assert run_flags(_row(13.0, 0.1), None) == {}  # no baselines: nothing to compare with

@@ -120,7 +120,7 @@ def check_artifacts(*roots: Path) -> tuple[int, list[Path]]:
                 continue
             checked += 1
         for m in root.rglob("metrics.json"):
-            for name in ("config.json", "split.npz", "best.pt", "last.pt", "per_image.npz"):
+            for name in ("config.json", "split.npz", "best.pt", "per_image.npz"):  # last.pt: removed once evaluated
                 assert (m.parent / name).is_file(), f"{m} exists but {name} does not"
     return checked, temps
 

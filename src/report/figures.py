@@ -21,6 +21,7 @@ from ..results import (MODEL_LABEL, REG_LABEL, Store, aggregate, levels, load_rd
 from ..stats import METRICS, mean_std
 from ..utils import atomic_write
 from .style import COLORS, DPI, FIGURES, RD_FIGURES, RD_STYLE, SWEEP_LABEL
+from .tables import figure_caption, row_name
 
 FigureData = tuple[dict, dict[str, np.ndarray]]  # results.read_figure_data: (index, uint8 arrays)
 
@@ -120,7 +121,8 @@ def loss_figures(runs_dir: Path, summary: dict, figures: Path, model: str) -> li
         axes = fig.subplots(1, len(group), squeeze=False)
         for ax, (key, title) in zip(axes[0], group):
             for reg, h in histories.items():
-                ax.plot([r["epoch"] for r in h], [r[key] for r in h], label=REG_LABEL[reg], marker=".")
+                ax.plot([r["epoch"] for r in h], [r[key] for r in h], marker=".",
+                        label=row_name(REG_LABEL[reg], summary, [(model, reg, 0.0)]))
             ax.set(title=tagged(f"{MODEL_LABEL[model]} {title} (clean-trained)", tag), xlabel="epoch",
                    ylabel="MSE per pixel" if model == "ae" else "BCE + KL per image")
             _log(ax, "y")
@@ -148,11 +150,13 @@ def image_figures(runs_dir: Path, summary: dict, figures: Path, model: str, data
                 recon_rows.append((REG_LABEL[reg], arrays[f"recon/{run}/clean"], _captions(store, run, "clean", n)))
             noise_rows.append((f"{REG_LABEL[reg]} {tag}", arrays[f"recon/{run}/noisy"], _captions(store, run, cond, n)))
     name, tag = MODEL_LABEL[model], model_tag(summary, model)
+    caption = figure_caption(summary, model)
+    caption = f"\n{caption}" if caption else ""
     return [
         _grid(recon_rows, figures / FIGURES[model]["recon"],
-              tagged(f"{name}: test reconstructions per regularization (PSNR / SSIM per image)", tag)),
+              tagged(f"{name}: test reconstructions per regularization (PSNR / SSIM per image){caption}", tag)),
         _grid(noise_rows, figures / FIGURES[model]["noise"],
-              tagged(f"{name}: noisy inputs (σ={sigma:g}), clean- and noise-trained models", tag)),
+              tagged(f"{name}: noisy inputs (σ={sigma:g}), clean- and noise-trained models{caption}", tag)),
     ]
 
 

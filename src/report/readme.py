@@ -13,9 +13,9 @@ from pathlib import Path
 from ..results import MODEL_LABEL, noise_sigma, preset_of
 from ..utils import write_text
 from .style import FIGURES, GENERATOR_FIGURES, RD_FIGURES, SWEEP_FIGURES
-from .tables import (TARGETS, convergence_note, denoising_markdown, fmt, fmt_p, head, interpolate, main_table,
-                     matched_rate_table, noise_sweep_table, noise_table, sampled_z_table, seed_coverage,
-                     sweeps_markdown)
+from .tables import (TARGETS, convergence_note, denoising_markdown, figure_caption, flags_note, fmt, fmt_p, head,
+                     interpolate, main_table, matched_rate_table, noise_sweep_table, noise_table, sampled_z_table,
+                     seed_coverage, sweeps_markdown)
 
 RESULTS_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 ANALYSIS_MARKERS = ("<!-- analysis:start -->", "<!-- analysis:end -->")
@@ -67,7 +67,7 @@ def results_markdown(summary: dict, figures_rel: str, notes: dict[str, str] | No
     if g.get("source") != "real":
         lines += [f"{SYNTHETIC}, which exist so that the pipeline runs anywhere; run the `full` preset "
                   "on the real thumbnails to get results about real faces.", ""]
-    lines += [convergence_note(summary["runs"]), ""]
+    lines += [convergence_note(summary["runs"]), ""] + ([flags_note(summary), ""] if flags_note(summary) else [])
     lines += [seed_coverage(summary["runs"], g.get("protocol_seeds") or p.get("seeds") or [], sigma), ""]
     lines += ["Metrics are means over images of per-image values (data range 1.0); the VAE is scored on "
               "its posterior mean μ. PSNR in dB. Reference rows use no training: the mean training image, "
@@ -77,10 +77,13 @@ def results_markdown(summary: dict, figures_rel: str, notes: dict[str, str] | No
         f = FIGURES[model]
         lines += [f"#### {MODEL_LABEL[model]}: clean-trained, clean inputs", "", main_table(summary, model), "",
                   *([(notes or {})[model], ""] if (notes or {}).get(model) else []),
-                  f"![{model} reconstructions]({figures_rel}/{f['recon']})", ""]
+                  f"![{model} reconstructions]({figures_rel}/{f['recon']})", "",
+                  *([f"*{figure_caption(summary, model)}.*", ""] if figure_caption(summary, model) else [])]
         lines += [f"![{model} loss]({figures_rel}/{n})" for n in f["loss"]] + [""]
     lines += [f"#### Noise robustness (test split, Gaussian σ = {sigma:g})", "", noise_table(summary, sigma), ""]
-    lines += [f"![{m} noisy inputs]({figures_rel}/{FIGURES[m]['noise']})" for m in ("ae", "vae")] + [""]
+    for m in ("ae", "vae"):
+        lines += [f"![{m} noisy inputs]({figures_rel}/{FIGURES[m]['noise']})", ""]
+        lines += [f"*{figure_caption(summary, m)}.*", ""] if figure_caption(summary, m) else []
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from ..results import MODEL_LABEL, REG_LABEL, aggregate, gaussian_condition, levels
+from ..results import (AT_MEAN, MEAN_IMAGE, MEAN_IMAGE_DB, MODEL_LABEL, OVERFITTING, REG_LABEL, aggregate,
+                       gaussian_condition, levels, run_flags)
 from ..stats import METRICS, mean_std
 from .style import DIGITS, SWEEP_LABEL
 
@@ -81,17 +82,78 @@ def seed_coverage(runs: list[dict], protocol_seeds: list[int], sigma: float) -> 
     return f"Seeds per cell (the protocol has {n}): " + "; ".join(parts) + "."
 
 
+def cell_flags(runs: list[dict], baselines: dict | None, keys: list[tuple]) -> list[str]:
+    """The ``results.run_flags`` held by the runs of the cells ``keys`` ((model, reg, noise_train)):
+    ["overfitting", "at the mean image"], each with "k of n runs" when only some have it."""
+    rows = [r for r in runs if (r["model"], r["reg"], r["noise_train"]) in keys]
+    out = []
+    for flag in (OVERFITTING, AT_MEAN):
+        k = sum(flag in run_flags(r, baselines) for r in rows)
+        if k:
+            out.append(flag if k == len(rows) else f"{flag}: {k} of {len(rows)} runs")
+    return out
+
+
+def row_name(name: str, summary: dict, keys: list[tuple]) -> str:
+    """A table row's name with † (a run not converged) and its flags: "Baseline † (at the mean image)"."""
+    runs = summary["runs"]
+    flags = cell_flags(runs, summary.get("baselines"), keys)
+    return name + (DAGGER if set(keys) & unconverged_cells(runs) else "") + (f" ({', '.join(flags)})" if flags else "")
+
+
+def flagged(summary: dict, model: str, flag: str) -> list[str]:
+    """"Baseline", "L1 (noise-trained)", ...: the cells of ``model`` whose runs hold ``flag``."""
+    runs, base = summary["runs"], summary.get("baselines")
+    out = []
+    for tr in sorted({r["noise_train"] for r in runs}):
+        for reg in REG_LABEL:
+            if any(flag in run_flags(r, base) for r in runs if (r["model"], r["reg"], r["noise_train"]) == (model, reg, tr)):
+                out.append(REG_LABEL[reg] + ("" if tr == 0 else " (noise-trained)"))
+    return out
+
+
+def flagged_text(summary: dict, model: str, flag: str) -> str:
+    """"every run", or "Baseline and L2 (noise-trained)": ``flagged`` in words; '' for none."""
+    where = flagged(summary, model, flag)
+    every = len(where) == len({(r["reg"], r["noise_train"]) for r in summary["runs"] if r["model"] == model})
+    return ("every run" if every else join_and(where)) if where else ""
+
+
+def flags_note(summary: dict) -> str:
+    """What "at the mean image" and "overfitting" mean, with the runs that are so; '' when none is."""
+    runs, base = summary["runs"], summary.get("baselines")
+    parts = []
+    where = {m: flagged_text(summary, m, AT_MEAN) for m in MODEL_LABEL}
+    if any(where.values()):
+        ref = base["test"][MEAN_IMAGE]
+        parts.append(f"Rows marked **{AT_MEAN}** ({'; '.join(f'{MODEL_LABEL[m]}: {w}' for m, w in where.items() if w)}) "
+                     f"come from models whose clean test PSNR is within {MEAN_IMAGE_DB:g} dB of sending the mean "
+                     f"training image ({ref['psnr']:.2f} dB), or whose SSIM is below its {ref['ssim']:.4f}: they return "
+                     "about the same face for every input, so their numbers say nothing about their regularizer, "
+                     "and no claim is decided from them.")
+    over = [f"{r['run']}: {r['convergence']['why']}" for r in runs if OVERFITTING in run_flags(r, base)]
+    if over:
+        parts.append(f"Rows marked **{OVERFITTING}** converged after an early best epoch, and their validation loss "
+                     "rose since: the reported weights are the early-stopped best ones (" + "; ".join(over) + ").")
+    return "\n\n".join(parts)
+
+
+def figure_caption(summary: dict, model: str) -> str:
+    """The line under (and in the title of) a model's image figures that names its runs at the mean image."""
+    where = flagged_text(summary, model, AT_MEAN)
+    return f"{MODEL_LABEL[model]} {AT_MEAN} (about the same face for every input): {where}" if where else ""
+
+
 def main_table(summary: dict, model: str) -> str:
     """The original study's layout: clean-trained models, clean inputs, val and test."""
     runs = summary["runs"]
     cols = [(m, s) for m in ("mse", "psnr", "ssim") for s in ("val", "test")]
     lines = head(["Regularization"] + [f"{m.upper()} ({'Validation' if s == 'val' else 'Test'})" for m, s in cols])
     agg = {(m, s): aggregate(runs, s, "clean", m) for m, s in cols}
-    late = unconverged_cells(runs)
     for reg in REG_LABEL:
         key = (model, reg, 0.0)
         if key in agg[cols[0]]:
-            name = REG_LABEL[reg] + (DAGGER if key in late else "")
+            name = row_name(REG_LABEL[reg], summary, [key])
             lines.append("| " + " | ".join([name] + [fmt(m, agg[(m, s)][key]) for m, s in cols]) + " |")
     base = summary.get("baselines") or {}
     for row in (base.get("test") or {}):
@@ -115,8 +177,8 @@ def noise_table(summary: dict, sigma: float) -> str:
             cells = [fmt(metric, aggs[(metric, cond)].get((model, reg, tr)))
                      for metric in ("psnr", "ssim") for tr in (0.0, sigma) for cond in ("clean", noisy)]
             if any(c != "—" for c in cells):
-                mark = DAGGER if {(model, reg, 0.0), (model, reg, sigma)} & unconverged_cells(runs) else ""
-                lines.append(f"| {MODEL_LABEL[model]} | {REG_LABEL[reg]}{mark} | " + " | ".join(cells) + " |")
+                name = row_name(REG_LABEL[reg], summary, [(model, reg, 0.0), (model, reg, sigma)])
+                lines.append(f"| {MODEL_LABEL[model]} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
