@@ -362,7 +362,8 @@ def grid_info(preset: Preset, faces: FaceSet, data_cfg: DataConfig, device: torc
 def training_setting(preset: Preset) -> dict[str, Any]:
     """What every run of a grid shares (the preset's TrainConfig without per-run and speed fields): bundles
     that differ here are not one study (``merge`` compares it)."""
-    skip = {"noise_train", "seed", "device", "progress", "checkpoint_s", "compile", "channels_last", "fused_adam"}
+    skip = {"noise_train", "seed", "device", "progress", "checkpoint_s", "compile", "channels_last", "fused_adam",
+            "keep_last"}  # how a run is made and kept, not what it learns
     return {k: v for k, v in asdict(preset.train).items() if k not in skip}
 
 
