@@ -87,6 +87,8 @@ class Calibration:
             except (OSError, ValueError):
                 continue
             seconds = [r["seconds"] for r in history if r.get("seconds")]
+            if not epoch_cost(cfg) or not other_cost(cfg):  # a config without its image count says nothing
+                continue
             if seconds:
                 cal.epoch.setdefault(cfg.model.name, []).append(statistics.median(seconds) / epoch_cost(cfg))
             try:  # a run trained and evaluated in one go; a resumed one has a younger config.json
