@@ -5,7 +5,7 @@ Commands:
   data stats      image statistics of any folder, next to face photographs' (PCA, JPEG bpp, spectrum)
   data download   fetch the Kaggle Flickr-Faces thumbnails (needs kagglehub + credentials)
   train           train one model (every config field is a flag)
-  evaluate        write RUN_DIR/metrics.json (val/test x clean/noisy)
+  evaluate        write RUN_DIR/metrics.json (val/test x clean/noisy); --data DIR: metrics_NAME.json of another folder
   reproduce       the whole study: grid, rate-distortion, report in OUT (README, docs only with --publish)
   report          figures and tables again from stored results, without training
   analyze         noise sweep of a finished grid (evaluation only), its figures and claim verdicts
@@ -192,8 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1 only: train trains one run (reproduce trains several together)")
     add_config_flags(t)
 
-    e = command("evaluate", "evaluate a run's best weights on val and test (its stored split)")
+    e = command("evaluate", "evaluate a run's best weights on val and test (its stored split), or on another folder")
     e.add_argument("run_dir", help="run folder written by train")
+    e.add_argument("--data", default=None, metavar="DIR",
+                   help="score every image of DIR instead (read at the run's image size) into RUN_DIR/metrics_NAME.json "
+                        "and per_image_NAME.npz; the run's own metrics.json is never touched")
+    e.add_argument("--name", default=None, help="NAME of those files (default: DIR's folder name)")
     e.add_argument("--noise", type=nonneg_float, default=0.1, help="sigma of the noisy-input condition")
     _device_progress(e)
 
@@ -293,9 +297,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from .config import RunConfig
+    from .config import DataConfig, RunConfig
     from .data import load_dataset
-    from .evaluation import evaluate_run
+    from .evaluation import evaluate_folder, evaluate_run, folder_name
     from .train import pick_device
     from .utils import read_json
 
@@ -303,13 +307,27 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if not (run_dir / "config.json").exists():
         raise UserError(f"{run_dir} is not a run folder (no config.json); train one with: python -m src train")
     cfg = RunConfig.from_dict(read_json(run_dir / "config.json"))
+    conditions = [("clean", 0.0), ("gaussian", a.noise)]
+    if a.data is not None:
+        name = folder_name(a.data, a.name)
+        faces = load_dataset(DataConfig(root=a.data, image_size=cfg.model.image_size, cache_dir=cfg.data.cache_dir),
+                             progress=not a.no_progress)
+        m = evaluate_folder(run_dir, faces, name, conditions, device=pick_device(a.device))
+        _print_metrics({"all": m["all"]})
+        print(f"{m['data']['n_images']} images of {m['data']['root']}; wrote {run_dir / f'metrics_{name}.json'} "
+              "(the run's own metrics.json is unchanged)")
+        return 0
     faces = load_dataset(cfg.data, progress=not a.no_progress)
-    m = evaluate_run(run_dir, faces.images, [("clean", 0.0), ("gaussian", a.noise)], device=pick_device(a.device))
-    for split in ("val", "test"):
-        for cond, v in m[split].items():
-            print(f"{split:4s} {cond:15s} MSE {v['mse']:.5f}  PSNR {v['psnr']:.2f} dB  SSIM {v['ssim']:.4f}")
+    m = evaluate_run(run_dir, faces.images, conditions, device=pick_device(a.device))
+    _print_metrics({split: m[split] for split in ("val", "test")})
     print(f"{m['convergence']['label']}: {m['convergence']['why']}; wrote {run_dir / 'metrics.json'}")
     return 0
+
+
+def _print_metrics(rows: dict[str, dict[str, dict[str, float]]]) -> None:
+    for split, conds in rows.items():
+        for cond, v in conds.items():
+            print(f"{split:4s} {cond:15s} MSE {v['mse']:.5f}  PSNR {v['psnr']:.2f} dB  SSIM {v['ssim']:.4f}")
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:

@@ -2,10 +2,13 @@
 
 ``evaluate_run`` writes ``per_image.npz`` and then ``metrics.json`` (written last, with a sha256:
 its presence marks a finished run), which holds the run's ``diagnostics`` (``run_diagnostics``).
+``evaluate_folder`` scores a run on every image of another folder into ``per_image_<name>.npz`` and
+``metrics_<name>.json`` beside them.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from . import diagnostics as D
 from . import metrics as M
 from . import noise
 from .checkpoint import load_torch
-from .data import to_float
+from .data import FaceSet, to_float
 from .models import build_model
 from .results import metrics_checksum, read_history, read_metrics, read_split, run_flags
 from .train import RunConfig
@@ -124,6 +127,12 @@ def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:
     return means
 
 
+def _identity(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    """What every metrics file says about the run it scores."""
+    return {"run": run_dir.name, "model": cfg.model.name, "reg": cfg.reg.kind,
+            "noise_train": cfg.train.noise_train, "seed": cfg.train.seed}
+
+
 def evaluate_run(run_dir: str | Path, images: np.ndarray,
                  conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)),
                  device: str | torch.device = "cpu", baselines: dict | None = None) -> dict[str, Any]:
@@ -140,8 +149,7 @@ def evaluate_run(run_dir: str | Path, images: np.ndarray,
         raise UserError(f"{run_dir} was trained on {cfg.data.n_images} images, not the {len(images)} given; "
                         "load its data with data.load_dataset(cfg.data)")
     split = read_split(run_dir, len(images))
-    result: dict[str, Any] = {"run": run_dir.name, "model": cfg.model.name, "reg": cfg.reg.kind,
-                              "noise_train": cfg.train.noise_train, "seed": cfg.train.seed,
+    result: dict[str, Any] = {**_identity(run_dir, cfg),
                               "best_epoch": load_torch(run_dir / "best.pt")["epoch"],
                               "convergence": convergence(read_history(run_dir)),
                               "conditions": [noise.condition_name(k, v) for k, v in conditions]}
@@ -157,8 +165,6 @@ def evaluate_run(run_dir: str | Path, images: np.ndarray,
     write_json(run_dir / "metrics.json", {**result, "sha256": metrics_checksum(result)})
     drop_last(run_dir, cfg)
     return result
-
-
 
 
 def _clean_psnr(metrics: dict[str, Any]) -> float:
@@ -204,3 +210,36 @@ def drop_last(run_dir: Path, cfg: RunConfig) -> None:
         (run_dir / "last.pt").unlink(missing_ok=True)
 
 
+def folder_name(root: str | Path, name: str | None = None) -> str:
+    """The NAME of ``metrics_<NAME>.json``: ``name`` if given (checked), else ``root``'s last part made safe."""
+    if name is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise UserError(f"--name {name!r}: use letters, digits, '_', '-' and '.' only")
+        return name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(root).resolve().name).strip("-.") or "data"
+
+
+def evaluate_folder(run_dir: str | Path, faces: FaceSet, name: str,
+                    conditions: list[Condition] = (("clean", 0.0), ("gaussian", 0.1)),
+                    device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Score a run's best weights on every image of another folder (``faces``, loaded at the run's size).
+
+    Writes ``per_image_<name>.npz``, then ``metrics_<name>.json`` (with a sha256) next to the run's own
+    files; the run's ``metrics.json`` and ``per_image.npz`` are never touched. The noise seed is the run's,
+    as in ``evaluate_run``. Returns the metrics dict: {"run", "model", ..., "data", "all": {condition: means}}.
+    """
+    run_dir, name = Path(run_dir), folder_name("", name)
+    model, cfg = load_run(run_dir, device)
+    if faces.images.shape[1] != cfg.model.image_size:
+        raise UserError(f"the images are {faces.images.shape[1]} px, {run_dir} takes {cfg.model.image_size} px; "
+                        f"load them at image_size={cfg.model.image_size}")
+    per = evaluate(model, np.array(faces.images), list(conditions), seed=cfg.train.seed, device=device)  # a writable copy
+    arrays = f"per_image_{name}.npz"
+    result: dict[str, Any] = {**_identity(run_dir, cfg),
+                              "data": {"root": faces.root, "n_images": len(faces.images),
+                                       "files_sha256": faces.files_sha256(), "skipped": len(faces.skipped)},
+                              "conditions": list(per), "all": {c: summarize(v) for c, v in per.items()},
+                              "per_image": arrays}
+    save_npz(run_dir / arrays, {f"all/{c}/{k}": v for c, vals in per.items() for k, v in vals.items()})
+    write_json(run_dir / f"metrics_{name}.json", {**result, "sha256": metrics_checksum(result)})
+    return result

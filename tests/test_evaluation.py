@@ -153,3 +153,41 @@ def test_a_run_at_the_mean_image_is_flagged_with_the_reason():
     assert mean_image_flag({"psnr": 13.5, "ssim": 0.5}, BASE).startswith("test PSNR 13.5 dB, within 1 dB")
     assert run_flags(_row(14.0, 0.5), BASE) == {}  # 1.3 dB above, SSIM above: a model that does something
     assert run_flags(_row(13.0, 0.1), None) == {}  # no baselines: nothing to compare with
+def test_evaluate_data_scores_every_image_of_another_folder_beside_the_runs_own_metrics(trained, tmp_path, capsys):
+    import torch
+
+    from src.decode import decode_image
+    from src.evaluation import load_run
+
+    _, run = trained
+    assert main(["evaluate", str(run), "--no-progress", "--device", "cpu"]) == 0
+    own = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    photos = tmp_path / "my photos"  # another size (read at the run's 32 px) and a name with a space
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(7):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(photos / f"p{k}.png")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(photos), "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "7 images of" in out and "metrics_my-photos.json" in out
+    assert all((run / name).read_bytes() == data for name, data in own.items())  # nothing of the run changed
+    m = json.loads((run / "metrics_my-photos.json").read_text())
+    assert m["all"]["clean"]["n"] == 7 and m["data"]["n_images"] == 7 and m["run"] == "run"
+    per = np.load(run / "per_image_my-photos.npz")
+    # independently: each file decoded at 32 px, reconstructed by the best weights, squared error averaged
+    model, _ = load_run(run)
+    x = torch.from_numpy(np.stack([decode_image(photos / f"p{k}.png", 32) for k in range(7)])).float()[:, None] / 255
+    with torch.no_grad():
+        mse = ((model(x)["x_hat"] - x) ** 2).mean(dim=(1, 2, 3)).numpy()
+    np.testing.assert_allclose(per["all/clean/mse"], mse, rtol=1e-5)
+    assert m["all"]["clean"]["mse"] == pytest.approx(float(mse.mean()), rel=1e-5)
+    assert len(per["all/gaussian_0.1/psnr"]) == 7
+
+    assert main(["evaluate", str(run), "--data", str(photos), "--name", "phone", "--no-progress"]) == 0
+    assert (run / "metrics_phone.json").exists()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(photos), "--name", "../x", "--no-progress"]) == 2
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "none"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--name '../x'" in err[0] and "no image folder" in err[1], err
