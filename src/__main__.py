@@ -110,15 +110,21 @@ def _flag_type(annotation: str, default):
     return str
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
+# train --help groups: each config field's flag goes to its section's group, the speed settings to their own
+GROUPS = {"model": "model", "reg": "regularization", "train": "training", "data": "data"}
+SPEED = {("train", n) for n in ("device", "amp", "channels_last", "compile", "fused_adam", "checkpoint_s")}
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
     """One flag per field of ModelConfig, RegConfig, TrainConfig and DataConfig, defaults from the
-    dataclasses; ``--image-size`` sets the model's and the data's together."""
+    dataclasses, in the argument groups model, regularization, training, data and speed (returned by
+    name); ``--image-size`` sets the model's and the data's together."""
     from .config import KINDS, MODEL_NAMES, SCOPES, SECTIONS
 
     choices = {("model", "name"): MODEL_NAMES, ("reg", "kind"): KINDS, ("reg", "scope"): SCOPES,
                ("train", "vae_recon"): ("bce", "mse")}
+    groups = {name: p.add_argument_group(name) for name in (*GROUPS.values(), "speed")}
     for section, cls in SECTIONS.items():
-        group = p.add_argument_group(f"{section} ({cls.__name__})")
         helps = field_help(cls)
         for f in fields(cls):
             if (section, f.name) in NOT_FLAGS:
@@ -134,7 +140,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                     kw["choices"] = choices[(section, f.name)]
                 else:
                     kw["metavar"] = f.name.upper()
-            group.add_argument(flag, **kw)
+            groups["speed" if (section, f.name) in SPEED else GROUPS[section]].add_argument(flag, **kw)
+    return groups
 
 
 def config_from_flags(a: argparse.Namespace):
@@ -177,19 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="generator seed")
     s.add_argument("--size", type=positive_int, default=128, help="image side, pixels")
     s.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes rendering faces")
+    _progress(s)
     st = dsub.add_parser("stats", help="image statistics of a folder, next to face photographs'",
                          formatter_class=Formatter)
     st.add_argument("dir", help="image folder (any layout; read through the project's loader at 128x128)")
     st.add_argument("--n", type=positive_int, default=None, help="use the first N images (sorted; default: all)")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _progress(st)
     d = dsub.add_parser("download", help="download the Kaggle dataset with kagglehub", formatter_class=Formatter)
     d.add_argument("--out", default="data/flickr", help="where the images are linked")
 
     t = command("train", "train one model; every field of the config dataclasses is a flag")
-    t.add_argument("--out", default=None, help="run folder (default: runs/<model>-<reg>[-noise<sigma>])")
+    t.add_argument("--out", default=None, help="run folder (default: runs/<model>-<reg>-<clean|noise<sigma>>-s<seed>, "
+                                               "named as reproduce names a grid's runs)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    t.add_argument("--parallel-runs", type=positive_int, default=1, metavar="N",
-                   help="1 only: train trains one run (reproduce trains several together)")
     add_config_flags(t)
 
     e = command("evaluate", "evaluate a run's best weights on val and test (its stored split), or on another folder")
@@ -199,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and per_image_NAME.npz; the run's own metrics.json is never touched")
     e.add_argument("--name", default=None, help="NAME of those files (default: DIR's folder name)")
     e.add_argument("--noise", type=nonneg_float, default=0.1, help="sigma of the noisy-input condition")
-    _device_progress(e)
+    _device(e)
+    _progress(e)
 
     r = command("reproduce", "the whole study: grid, rate-distortion, report into OUT (README only with --publish)")
     r.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="size of the study")
@@ -216,24 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "presets)")
     r.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
     r.add_argument("--keep-last", action="store_true", help="keep each run's last.pt once evaluated (to train further)")
-    _publish(r)
-    _device_progress(r)
+    _publish(r, "OUT")
+    _device(r)
+    _progress(r)
 
     rd = command("rd", "rate-distortion JSON (real bytes) from a finished grid")
     rd.add_argument("runs_dir", help="output folder of reproduce")
     rd.add_argument("--sweep", choices=sorted(RD_PRESETS), default=None,
                     help="size of the sweep (default: the grid's preset)")
     rd.add_argument("--coder", choices=("auto", *LATENT_CODERS), default="auto", help="lossless coder of the latents")
-    _device_progress(rd)
+    _device(rd)
+    _progress(rd)  # the extra latent sizes' training
 
     an = command("analyze", "noise sweep of a finished grid, its figures, tables and claim verdicts")
     an.add_argument("runs_dir", help="output folder of reproduce")
-    an.add_argument("--figures", default=None, help="figures go to FIGURES/<preset>/ (default: RUNS_DIR/Figures)")
-    _device_progress(an)
+    _figures(an, "RUNS_DIR/Figures")
+    _device(an)
 
     rp = command("report", "figures and tables from stored results only (RUNS_DIR/REPORT.md, RUNS_DIR/Figures)")
     rp.add_argument("runs_dir", help="output folder of reproduce, or an exported bundle")
-    _publish(rp)
+    _publish(rp, "RUNS_DIR")
 
     ex = command("export", "write a weight-free results bundle of a grid (a folder, or a .tar.gz)")
     ex.add_argument("runs_dir", help="output folder of reproduce")
@@ -246,15 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _device_progress(p: argparse.ArgumentParser) -> None:
+def _device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:1, mps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _publish(p: argparse.ArgumentParser) -> None:
+def _progress(p: argparse.ArgumentParser) -> None:
+    """The flag ``train`` has from TrainConfig.progress, on every other command that draws bars."""
+    from .config import TrainConfig
+
+    p.add_argument("--progress", default=TrainConfig.progress, action=argparse.BooleanOptionalAction,
+                   help=field_help(TrainConfig)["progress"])
+
+
+def _figures(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--figures", default=None, help=f"figure folder (default: {default}); an analysis grid's "
+                                                   "figures and analyze's go to its <preset>/ subfolder")
+
+
+def _publish(p: argparse.ArgumentParser, folder: str) -> None:
     p.add_argument("--publish", action="store_true",
                    help="also write Figures/, the README's headline and docs/results.md (the published results)")
-    p.add_argument("--figures", default=None, help="figure folder (default: RUNS/Figures; Figures with --publish)")
+    _figures(p, f"{folder}/Figures; Figures with --publish")
     p.add_argument("--readme", default=None, help="README to update, and docs/results.md beside it (default: none)")
 
 
@@ -264,29 +287,25 @@ def cmd_data(a: argparse.Namespace) -> int:
     if a.data_command == "sample":
         from .sample import write_sample
 
-        paths = write_sample(a.out, n=a.n, seed=a.seed, size=a.size, workers=a.workers)
+        paths = write_sample(a.out, n=a.n, seed=a.seed, size=a.size, workers=a.workers, progress=a.progress)
         print(f"{len(paths)} faces in {a.out}")
         return 0
     if a.data_command == "stats":
         from .imagestats import stats_command
 
-        return stats_command(a.dir, a.n, a.json)
+        return stats_command(a.dir, a.n, a.json, progress=a.progress)
     from .data import download
 
     return download(Path(a.out))
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    if a.parallel_runs != 1:
-        raise UserError(f"train trains one run, so --parallel-runs {a.parallel_runs} has nothing to train together; "
-                        "use: python -m src reproduce --parallel-runs N")
     cfg = config_from_flags(a)  # a bad value fails here, before torch is imported
 
     from .data import load_dataset, resolved
-    from .experiments import check_output_dir
+    from .experiments import check_output_dir, run_name
     from .train import fit
-    noise = f"-noise{cfg.train.noise_train:g}" if cfg.train.noise_train else ""
-    out = Path(a.out or f"runs/{cfg.model.name}-{cfg.reg.kind}{noise}")
+    out = Path(a.out or Path("runs") / run_name(cfg.model.name, cfg.reg.kind, cfg.train.noise_train, cfg.train.seed))
     check_output_dir(out)
     faces = load_dataset(cfg.data, progress=cfg.train.progress)
     cfg.data = resolved(cfg.data, faces)  # absolute root + file-list digest, checked by every later load
@@ -311,13 +330,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if a.data is not None:
         name = folder_name(a.data, a.name)
         faces = load_dataset(DataConfig(root=a.data, image_size=cfg.model.image_size, cache_dir=cfg.data.cache_dir),
-                             progress=not a.no_progress)
+                             progress=a.progress)
         m = evaluate_folder(run_dir, faces, name, conditions, device=pick_device(a.device))
         _print_metrics({"all": m["all"]})
         print(f"{m['data']['n_images']} images of {m['data']['root']}; wrote {run_dir / f'metrics_{name}.json'} "
               "(the run's own metrics.json is unchanged)")
         return 0
-    faces = load_dataset(cfg.data, progress=not a.no_progress)
+    faces = load_dataset(cfg.data, progress=a.progress)
     m = evaluate_run(run_dir, faces.images, conditions, device=pick_device(a.device))
     _print_metrics({split: m[split] for split in ("val", "test")})
     print(f"{m['convergence']['label']}: {m['convergence']['why']}; wrote {run_dir / 'metrics.json'}")
@@ -339,7 +358,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     r = reproduce(a.preset, out, data=a.data, device=a.device, seeds=a.seeds,
                   models=a.models, runs=a.runs, settings=settings,
                   parallel_runs=a.parallel_runs, rd_sweep=a.rd_sweep, figures=figures, readme=readme,
-                  budget_s=a.budget_s, images_per_s=a.images_per_s, bundle=a.bundle, progress=not a.no_progress)
+                  budget_s=a.budget_s, images_per_s=a.images_per_s, bundle=a.bundle, progress=a.progress)
     if r["report"] is None:  # under torchrun: rank 0 says it
         return 0
     published = f"; published to {readme} and {figures}" if readme else ""
@@ -352,7 +371,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 def cmd_rd(a: argparse.Namespace) -> int:
     from .pipeline import rd
 
-    rd(a.runs_dir, a.sweep, a.coder, a.device)
+    rd(a.runs_dir, a.sweep, a.coder, a.device, progress=a.progress)
     return 0
 
 

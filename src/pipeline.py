@@ -119,7 +119,8 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
                 steps = [s for s in steps if s not in ("rd", "report")]
                 log(f"reproduce: no run finished within the budget in {out}, so no curves and no report")
             if not analysis and "rd" in steps and rd_sweep != "none":  # the analysis report has no rd section
-                result["rd"] = rd(out, rd_sweep or preset.name, device=device, force=False, log=log)
+                result["rd"] = rd(out, rd_sweep or preset.name, device=device, force=False, progress=progress,
+                                  log=log)
             if "report" in steps:
                 log_event(out, "progress", REPORT_S, "report")
                 result["report"] = report(out, figures, readme, log=log)
@@ -134,15 +135,16 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
 
 
 def rd(out: str | Path, sweep: str | None = None, coder: str = "auto", device: str = "auto", force: bool = True,
-       log: Callable[[str], None] = print) -> dict[str, Any]:
+       progress: bool | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Rate-distortion curves of a finished grid into ``out/rd`` (``rd.run_rd``); returns its index.
 
-    ``sweep``: a key of ``RD_PRESETS`` (default: the grid's preset); ``force=False`` keeps current curves.
+    ``sweep``: a key of ``RD_PRESETS`` (default: the grid's preset); ``force=False`` keeps current curves;
+    ``progress``: the bars of the extra latent sizes' training (None: as the grid's runs had them).
     """
     out = Path(out)
     sweep = sweep or preset_of(load_summary(out).get("grid")).get("name", "quick")
     index = run_rd(out, replace(RD_PRESETS.get(sweep, RDConfig()), coder=coder), device=pick_device(device),
-                   force=force, log=log)
+                   force=force, progress=progress, log=log)
     log(f"rd: {len(index['methods'])} curves on {index['n_test']} test images in {out / 'rd'}")
     return index
 

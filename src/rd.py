@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -169,13 +169,15 @@ def _base_runs(runs_dir: Path, summary: dict) -> list[tuple[str, Path]]:
 
 
 def _model_curves(runs_dir: Path, base: list[tuple[str, Path]], cfg: RDConfig, data: dict[str, np.ndarray],
-                  test: np.ndarray, device: str | torch.device,
-                  log: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, dict]]:
+                  test: np.ndarray, device: str | torch.device, log: Callable[[str], None],
+                  progress: bool | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
     """b sweeps of the ``base`` runs and of their extra latent sizes."""
     runs: list[tuple[str, Path, int | None]] = [(m, run, None) for m, run in base]
     grid = [(r, RunConfig.from_dict(read_config(r))) for r in sorted(runs_dir.iterdir()) if (r / "metrics.json").exists()]
     for m, run in base:
         run_cfg = RunConfig.from_dict(read_config(run))
+        if progress is not None:  # a display setting: the variants' fingerprint (RESUMABLE) does not change
+            run_cfg = replace(run_cfg, train=replace(run_cfg.train, progress=progress))
         for latent in (cfg.ae_latents if m == "ae" else cfg.vae_latents):
             out = runs_dir / RD_MODELS / f"{m}-latent{latent}"
             rd_progress(runs_dir, cfg, grid, f"rd: {m}-latent{latent}")  # progress.log: the ETA of the step
@@ -211,10 +213,11 @@ def _codec_curves(cfg: RDConfig, test: np.ndarray, log: Callable[[str], None]) -
 
 
 def run_rd(runs_dir: str | Path, cfg: RDConfig = RDConfig(), device: str | torch.device = "cpu",
-           log: Callable[[str], None] = print, force: bool = True) -> dict[str, Any]:
+           log: Callable[[str], None] = print, force: bool = True, progress: bool | None = None) -> dict[str, Any]:
     """Compute every curve of a finished grid and write ``runs_dir/rd/*.json``; returns the index.
 
     With ``force=False`` an existing index computed from the same runs and sweep is returned as is.
+    ``progress``: bars while the extra latent sizes train (None: as the base run's config says).
     """
     runs_dir = Path(runs_dir)
     summary = load_summary(runs_dir)
@@ -230,7 +233,7 @@ def run_rd(runs_dir: str | Path, cfg: RDConfig = RDConfig(), device: str | torch
     data = run_data(base[0][1])  # the grid's images and its stored split
     train, test = data["train"], data["test"][:cfg.max_images]
     pixels = test.shape[1] * test.shape[2]
-    curves, models = _model_curves(runs_dir, base, cfg, data, test, device, log)
+    curves, models = _model_curves(runs_dir, base, cfg, data, test, device, log, progress)
 
     log(f"rd: PCA, k in {list(cfg.pca_k)}")
     ref_k = _table_pca_k(summary)  # the PCA row of the main tables, quoted at the reference b

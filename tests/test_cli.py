@@ -1,5 +1,6 @@
 """The command line, called as `main([...])`: the issue's "done when" paths and the error paths."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -129,6 +130,45 @@ def test_every_config_field_is_a_train_flag_with_its_comment_as_help(capsys):
                 assert FLAG_NAMES.get((section, f.name), "--" + f.name.replace("_", "-")) in out, f.name
     assert " ".join(field_help(SECTIONS["train"])["vae_recon"].split()) in out
     assert "--epochs EPOCHS full protocol of the original study (default: 200) --batch-size" in out  # once
+
+
+def test_train_help_is_grouped_and_has_no_flag_that_only_errs(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    groups = {}  # argparse prints "title:" then the group's flags
+    for block in out.split("\n\n"):
+        title, _, body = block.partition(":\n")
+        groups[title.strip()] = set(re.findall(r"^\s+(--[a-z0-9-]+)", body, re.M))
+    assert {"--model", "--ae-latent"} <= groups["model"] and {"--reg", "--l1", "--scope"} <= groups["regularization"]
+    assert {"--epochs", "--lr", "--noise-train"} <= groups["training"] and {"--data", "--split"} <= groups["data"]
+    assert groups["speed"] == {"--device", "--amp", "--channels-last", "--compile", "--checkpoint-s", "--fused-adam"}
+    assert "--parallel-runs" not in out
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--parallel-runs", "2"])
+    assert e.value.code == 2 and "unrecognized arguments: --parallel-runs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["train"], ["evaluate", "RUN"], ["reproduce"], ["rd", "RUNS"], ["data", "sample"],
+                                  ["data", "stats", "DIR"]])
+def test_every_command_that_draws_bars_takes_progress_and_no_progress(argv):
+    from src.__main__ import build_parser
+
+    def progress(*extra):
+        a = build_parser().parse_args([*argv, *extra])
+        return getattr(a, "progress", getattr(a, "train.progress", None))
+
+    assert (progress(), progress("--progress"), progress("--no-progress")) == (True, True, False)
+
+
+def test_figures_means_the_same_folder_in_every_command(capsys):
+    helps = {}
+    for command in ("reproduce", "report", "analyze"):
+        with pytest.raises(SystemExit):
+            main([command, *(["X"] if command != "reproduce" else []), "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        helps[command] = re.search(r"--figures FIGURES (.*?\))(.*?subfolder)", text).group(2)
+    assert len(set(helps.values())) == 1 and "<preset>/" in helps["analyze"], helps
 
 
 def test_report_writes_into_the_run_folder_unless_published(smoke_copy, monkeypatch):
