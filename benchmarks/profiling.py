@@ -71,9 +71,8 @@ def profile_ssim(n: int, top: int) -> str:
 
 
 def profile_fit(n: int, epochs: int, top: int) -> str:
-    from src.data import DataConfig
-    from src.models import ModelConfig
-    from src.train import RunConfig, TrainConfig, fit
+    from src.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from src.train import fit
 
     faces = synthetic.generate(n, seed=5)
     parts = []

@@ -56,13 +56,12 @@ from PIL import Image
 
 from src import metrics as M
 from src import sample
-from src.data import DataConfig, load_images, split_indices, to_float
-from src.models import ModelConfig, build_model, count_parameters
-from src.regularization import KINDS, RegConfig
-from src.evaluation import EVAL_BATCH
+from src.config import KINDS, DataConfig, ModelConfig, RegConfig, RunConfig, TrainConfig
+from src.data import EVAL_BATCH, load_images, split_indices, to_float
+from src.models import build_model, count_parameters
 from src.stacked import Stack, train_stack_epoch
-from src.train import (RunConfig, RunObjective, TrainConfig, epoch_batches, fit, make_optimizer, pick_device,
-                       run_generator, train_one_epoch, train_step, uses_channels_last)
+from src.train import (RunObjective, epoch_batches, fit, make_optimizer, pick_device, run_generator, train_one_epoch,
+                       train_step, uses_channels_last)
 from src.utils import UserError, set_seed, write_json
 
 HERE = Path(__file__).resolve().parent

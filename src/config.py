@@ -7,6 +7,8 @@ unknown keys refused. Importing this module loads no torch, so ``python -m src -
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -160,6 +162,15 @@ def _dataclass_from(cls: type, d: dict[str, Any]) -> Any:
     if cls is DataConfig and isinstance(d.get("split"), list):
         d["split"] = tuple(d["split"])  # JSON has no tuples
     return cls(**d)
+
+
+def config_key(cfg: Any, ignore: Collection[tuple[str, str]] = ()) -> str:
+    """A configuration (a dataclass of sections, or a dict of them) as one canonical JSON string without
+    the ``(section, field)`` pairs in ``ignore``: two configurations with equal keys are equal apart
+    from those fields. The one comparison of resuming, stacking, sweep reuse and grid identity."""
+    d = cfg if isinstance(cfg, dict) else asdict(cfg)
+    return json.dumps({s: {k: v for k, v in sec.items() if (s, k) not in ignore} if isinstance(sec, dict) else sec
+                       for s, sec in d.items()}, sort_keys=True, default=str)
 
 
 # Settings that may differ between an interrupted run and its resumption.

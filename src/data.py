@@ -386,6 +386,17 @@ def split_indices(n: int, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> dict[str,
             zip(("train", "val", "test"), (perm[:a], perm[a:b], perm[b:]))}
 
 
+EVAL_BATCH = 500  # images per evaluation batch; fixed, so that evaluation noise (drawn per batch) is the same for every run
+
+
+def eval_batches(images_u8, device=None):
+    """(N, S, S) uint8 images (array or tensor) as (B, 1, S, S) float32 batches in [0, 1] of ``EVAL_BATCH``,
+    in order, moved to ``device`` (None: where they are): the one batched loop of every evaluation."""
+    for start in range(0, len(images_u8), EVAL_BATCH):
+        x = to_float(images_u8[start:start + EVAL_BATCH])
+        yield x if device is None else x.to(device)
+
+
 def to_float(batch_uint8):
     """(B, S, S) uint8 tensor (or array) -> (B, 1, S, S) float32 in [0, 1]."""
     import torch  # lazy: decoding workers never need torch

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -20,13 +20,12 @@ from . import diagnostics as D
 from . import metrics as M
 from . import noise
 from .checkpoint import load_torch
-from .data import FaceSet, to_float
+from .config import RunConfig
+from .data import FaceSet, eval_batches
 from .models import build_model
 from .results import metrics_checksum, read_history, read_metrics, read_split, run_flags
-from .train import RunConfig
 from .utils import UserError, save_npz, write_json
 
-EVAL_BATCH = 500  # fixed, so that evaluation noise (drawn per batch) is identical for every run
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:
@@ -110,14 +109,46 @@ def evaluate(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
     out: dict[str, dict[str, np.ndarray]] = {}
     for kind, level in conditions:
         gen = noise.eval_generator(seed, noise.condition_name(kind, level))  # CPU: same noise on any device
-        parts: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
-        for start in range(0, data.shape[0], EVAL_BATCH):
-            x = to_float(data[start:start + EVAL_BATCH])
-            x_hat = model(noise.corrupt(x, kind, level, gen))["x_hat"]
-            for k, v in M.all_metrics(x_hat, x).items():
-                parts[k].append(v)
-        out[noise.condition_name(kind, level)] = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+        out[noise.condition_name(kind, level)] = per_image_metrics(
+            (model(noise.corrupt(x, kind, level, gen))["x_hat"], x) for x in eval_batches(data))
     return out
+
+
+def per_image_metrics(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, np.ndarray]:
+    """``metrics.all_metrics`` of each (x_hat, x) batch, concatenated: {"mse", "psnr", "ssim": (N,) float32}."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    for x_hat, x in pairs:
+        for k, v in M.all_metrics(x_hat, x).items():
+            parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+
+
+# ---------------------------------------------------------------- the VAE decoding a sampled z
+
+def sampled_z_generator(seed: int) -> torch.Generator:
+    """CPU generator of the sampled-z eps (like the evaluation noise: the same draws on any device)."""
+    return noise.eval_generator(seed, "sampled_z")
+
+
+def decode_sampled(model: torch.nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A VAE's decode(mu + sigma * eps) of ``x`` ((B, 1, S, S) -> same), eps drawn from ``generator``.
+
+    This is what the original notebooks reported as the VAE's reconstruction. The eps are drawn
+    on the generator's device (the CPU for ``sampled_z_generator``: the same draws on any device),
+    then handed to the model's own reparameterization.
+    """
+    eps = torch.randn((x.shape[0], *model.latent_shape), generator=generator, device=generator.device)
+    return model(x, eps=eps.to(x.device))["x_hat"]
+
+
+@torch.no_grad()
+def sampled_z_metrics(model: torch.nn.Module, images_u8: np.ndarray, seed: int,
+                      device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """Per-image metrics of ``decode_sampled``, batch after batch from one ``sampled_z_generator``."""
+    model.eval()
+    gen = sampled_z_generator(seed)
+    data = torch.as_tensor(np.asarray(images_u8)).to(device)
+    return per_image_metrics((decode_sampled(model, x, gen), x) for x in eval_batches(data))
 
 
 def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:
@@ -177,7 +208,7 @@ def run_diagnostics(model: torch.nn.Module, cfg: RunConfig, images: np.ndarray, 
     ``test_psnr``; PCA's curve is fitted once per split (``folder/pca_curve.json``, shared by its runs; the
     folder above is looked in first, so that a grid's ``sweeps/`` runs reuse the grid's curve)."""
     test = images[split["test"]]
-    batches = (to_float(test[i:i + EVAL_BATCH]).to(device) for i in range(0, len(test), EVAL_BATCH))
+    batches = eval_batches(test, device)
     found = D.model_diagnostics(model, batches, beta=cfg.train.beta, recon=cfg.train.vae_recon)
     key = D.curve_key(asdict(cfg.data), split)
     curve = D.cached_pca_curve(folder, key, images, split, also=(Path(folder).parent,))

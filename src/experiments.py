@@ -1,4 +1,4 @@
-"""Presets and the experiment grid; ``run_grid`` trains and evaluates what is not done yet.
+"""The experiment grid (of a preset, ``config.PRESETS``); ``run_grid`` trains and evaluates what is not done yet.
 
 The grid is {AE, VAE} x {none, L1, L2, L1+L2} x {clean-trained, noise-trained (sigma 0.1)}
 x seeds. A run is finished when its ``metrics.json`` is readable; finished runs are never
@@ -22,7 +22,6 @@ import datetime as dt
 import hashlib
 import io
 import itertools
-import json
 import os
 import platform
 import time
@@ -39,9 +38,9 @@ from . import distributed
 from .checkpoint import CorruptFile
 from .budget import piece_plan, plan_line, trainer_line
 from .compression import baseline_metrics
-from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, TrainConfig  # noqa: F401
+from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, config_key
 from .data import SAMPLE_MARKER, FaceSet, load_dataset, resolved, split_indices
-from .distributed import RunLock, grid_lock  # grid_lock: callers also import it from here
+from .distributed import RunLock, grid_lock
 from .eta import After, Calibration, after_seconds, clock, log_event, run_cost, run_seconds
 from .evaluation import add_diagnostics, drop_last, evaluate_run, needs_diagnostics, summarize
 from .results import BASELINES, SWEEPS_JSON, read_config, read_history, read_metrics, run_data, run_flags
@@ -89,7 +88,7 @@ def grid_id(preset: Preset, data_cfg: DataConfig) -> str:
     """What launches must agree on to share an output folder: the preset (but whether last.pt is kept)
     and the resolved data."""
     preset = replace(preset, train=replace(preset.train, keep_last=False))
-    body = json.dumps({"preset": asdict(preset), "data": asdict(data_cfg)}, sort_keys=True, default=str)
+    body = config_key({"preset": asdict(preset), "data": asdict(data_cfg)})
     return f"{preset.name}-{hashlib.sha256(body.encode()).hexdigest()[:10]}"
 
 

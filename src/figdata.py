@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 from . import noise
-from .data import to_float
-from .evaluation import EVAL_BATCH, load_run, reconstruct
+from .data import EVAL_BATCH, to_float
+from .evaluation import decode_sampled, load_run, reconstruct, sampled_z_generator
 from .results import FIGURE_DATA, load_summary, noise_sigma, run_data, runs_by_cell
-from .sweeps import decode_sampled, sampled_z_generator
 from .utils import save_npz
 
 N_SHOW = 6  # test images shown in every grid (the first N of the test split)

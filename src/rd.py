@@ -32,14 +32,13 @@ import numpy as np
 import torch
 
 from . import compression as C
-from .config import RD_PRESETS, RDConfig  # noqa: F401 (RD_PRESETS: the named sweeps, for callers)
-from .data import to_float
+from .config import RDConfig, RunConfig
+from .data import eval_batches, to_float
 from .eta import RD_MODELS, rd_progress
-from .evaluation import EVAL_BATCH, load_run
+from .evaluation import load_run
 from .experiments import train_latent_variant
 from .metrics import all_metrics, psnr, ssim
 from .results import RD_DIR, load_rd, load_summary, preset_of, read_config, run_data, runs_by_cell
-from .train import RunConfig
 from .utils import UserError, write_json
 
 REFERENCE_BITS = 8  # the b at which the main tables quote coded bytes per image
@@ -69,8 +68,7 @@ def model_points(model: torch.nn.Module, images_u8: np.ndarray, bits: tuple[int,
     model.eval()
     device = next(model.parameters()).device
     pixels = images_u8.shape[1] * images_u8.shape[2]
-    chunks = [images_u8[i:i + EVAL_BATCH] for i in range(0, len(images_u8), EVAL_BATCH)]
-    xs = [to_float(c).to(device) for c in chunks]
+    xs = list(eval_batches(images_u8, device))
     latents = []
     for x in xs:
         z = model.encode(x)

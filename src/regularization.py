@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import KINDS, SCOPES, RegConfig  # noqa: F401 (KINDS: the names, for callers)
+from .config import RegConfig
 
 def penalized_parameters(model: nn.Module, cfg: RegConfig) -> list[torch.Tensor]:
     params = []

@@ -31,7 +31,6 @@ been measured in this repository yet: no GPU was at hand; see docs/gpu.md.)
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -42,11 +41,12 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from . import noise
 from . import metrics as M
-from .data import to_float
+from .config import RunConfig, config_key
+from .data import EVAL_BATCH, to_float
 from .losses import compute_loss
 from .models import build_model
-from .train import (EVAL_BATCH, CheckpointClock, RunConfig, RunObjective, TrainingDiverged, epoch_permutation,
-                    finished_line, make_optimizer, pick_device, resident_split, run_generator, start_run, train_step)
+from .train import (CheckpointClock, RunObjective, TrainingDiverged, epoch_permutation, finished_line,
+                    make_optimizer, pick_device, resident_split, run_generator, start_run, train_step)
 from .utils import UserError, progress_bar, set_seed
 
 # What may differ between the runs of one stack (everything else must be equal).
@@ -56,9 +56,7 @@ PER_RUN = {("train", "seed"), ("train", "noise_train"), ("train", "beta"), ("tra
 
 def stack_key(cfg: RunConfig) -> str:
     """Runs with equal keys can train as one stack: same model, data, batches, lr and epochs."""
-    d = cfg.to_dict()
-    return json.dumps({s: {k: v for k, v in sec.items() if (s, k) not in PER_RUN} for s, sec in d.items()},
-                      sort_keys=True, default=str)
+    return config_key(cfg, PER_RUN)
 
 
 def default_parallel_runs(device: torch.device) -> int:

@@ -14,8 +14,6 @@ The verdicts are ``claims.check_claims``; the figures and tables are ``report``'
 """
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -24,15 +22,15 @@ import numpy as np
 import torch
 
 from . import distributed
-from . import metrics as M
 from . import noise
-from .data import load_dataset, resolved, to_float
-from .evaluation import EVAL_BATCH, Condition, evaluate, load_run, summarize
-from .config import ANALYSIS_PRESETS, DataConfig, Preset
-from .experiments import grid_configs, grid_id, grid_lock, run_configs, run_name
+from .config import ANALYSIS_PRESETS, DataConfig, Preset, config_key
+from .data import load_dataset, resolved
+from .evaluation import Condition, evaluate, load_run, sampled_z_metrics, summarize
+from .distributed import grid_lock
+from .experiments import grid_configs, grid_id, run_configs, run_name
 from .results import (NOISE_JSON, NOISE_NPZ, SWEEPS_JSON, finished_runs, noise_sigma,
                       read_grid, read_metrics, read_split, run_data)
-from .train import RunConfig, pick_device
+from .train import pick_device
 from .utils import UserError, read_json, save_npz, write_json
 
 GAUSSIAN_SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3)
@@ -79,37 +77,6 @@ def _sweep_done(run_dir: Path, names: list[str]) -> bool:
         return read_json(run_dir / NOISE_JSON).get("conditions") == names and (run_dir / NOISE_NPZ).exists()
     except (FileNotFoundError, ValueError, AttributeError):
         return False
-
-
-def sampled_z_generator(seed: int) -> torch.Generator:
-    """CPU generator of the sampled-z eps (like the evaluation noise: the same draws on any device)."""
-    return noise.eval_generator(seed, "sampled_z")
-
-
-def decode_sampled(model: torch.nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A VAE's decode(mu + sigma * eps) of ``x`` ((B, 1, S, S) -> same), eps drawn from ``generator``.
-
-    This is what the original notebooks reported as the VAE's reconstruction. The eps are drawn
-    on the generator's device (the CPU for ``sampled_z_generator``: the same draws on any device),
-    then handed to the model's own reparameterization.
-    """
-    eps = torch.randn((x.shape[0], *model.latent_shape), generator=generator, device=generator.device)
-    return model(x, eps=eps.to(x.device))["x_hat"]
-
-
-@torch.no_grad()
-def sampled_z_metrics(model: torch.nn.Module, images_u8: np.ndarray, seed: int,
-                      device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
-    """Per-image metrics of ``decode_sampled``, batch after batch from one ``sampled_z_generator``."""
-    model.eval()
-    gen = sampled_z_generator(seed)
-    data = torch.as_tensor(np.asarray(images_u8)).to(device)
-    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
-    for start in range(0, data.shape[0], EVAL_BATCH):
-        x = to_float(data[start:start + EVAL_BATCH])  # (B, 1, S, S)
-        for k, v in M.all_metrics(decode_sampled(model, x, gen), x).items():
-            parts[k].append(v)
-    return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
 
 
 def evaluate_noise(run_dir: str | Path, images: np.ndarray, conditions: list[Condition],
@@ -170,10 +137,7 @@ def noise_sweep(runs_dir: str | Path, device: str | torch.device = "cpu", log: C
 
 # ---------------------------------------------------------------- 2. parameter sweeps
 
-def _comparable(cfg: RunConfig) -> str:
-    d = cfg.to_dict()
-    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "progress", "keep_last")}
-    return json.dumps(d, sort_keys=True)
+DISPLAY = {("train", "device"), ("train", "progress"), ("train", "keep_last")}  # how a run is shown and kept, not what it is
 
 
 def sweep_points(plan: SweepPlan, preset: Preset, data_cfg: DataConfig, device: str = "auto",
@@ -184,7 +148,7 @@ def sweep_points(plan: SweepPlan, preset: Preset, data_cfg: DataConfig, device: 
     training a copy of it.
     """
     grid = grid_configs(preset, data_cfg, device, progress)
-    by_cfg = {_comparable(c): name for name, c in grid.items()}
+    by_cfg = {config_key(c, DISPLAY): name for name, c in grid.items()}
     seeds = preset.seeds if plan.n_seeds is None else preset.seeds[:plan.n_seeds]
     specs = []  # (sweep, model, value, base reg, function making the config from the grid base)
     for model, kind, values in plan.lambdas:
@@ -200,7 +164,7 @@ def sweep_points(plan: SweepPlan, preset: Preset, data_cfg: DataConfig, device: 
     for sweep, model, value, reg, make in specs:
         for seed in seeds:
             cfg = make(grid[run_name(model, reg, 0.0, seed)])
-            run = by_cfg.get(_comparable(cfg)) or f"sweeps/{model}-{sweep}_{value:g}-s{seed}"
+            run = by_cfg.get(config_key(cfg, DISPLAY)) or f"sweeps/{model}-{sweep}_{value:g}-s{seed}"
             points.append({"sweep": sweep, "model": model, "value": value, "seed": seed, "run": run, "config": cfg})
     return points
 

@@ -39,15 +39,13 @@ import torch
 from . import metrics as M
 from . import noise
 from .checkpoint import load_torch, rng_state, save_torch, set_rng_state
-from .config import RESUMABLE, RunConfig, TrainConfig
-from .data import split_indices, to_float
+from .config import RESUMABLE, RunConfig, TrainConfig, config_key
+from .data import eval_batches, split_indices, to_float
 from .losses import compute_loss
 from .models import build_model
 from .regularization import penalty
 from .results import read_history, read_metrics
 from .utils import UserError, progress_bar, save_npz, set_seed, write_json, write_text
-
-EVAL_BATCH = 500  # validation batch size (evaluation.py uses the same)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -206,8 +204,7 @@ def validation_loss(model: torch.nn.Module, data: torch.Tensor, cfg: RunConfig) 
     model.eval()
     gen = torch.Generator(device=data.device).manual_seed(cfg.train.seed + 7)
     sums: dict[str, torch.Tensor] = {}
-    for start in range(0, data.shape[0], EVAL_BATCH):
-        x = to_float(data[start:start + EVAL_BATCH])
+    for x in eval_batches(data):
         inp = noise.gaussian(x, cfg.train.noise_train, gen) if cfg.train.noise_train else x
         out = model(inp)
         parts = compute_loss(cfg.model.name, out, x, beta=cfg.train.beta, vae_recon=cfg.train.vae_recon)
@@ -215,11 +212,6 @@ def validation_loss(model: torch.nn.Module, data: torch.Tensor, cfg: RunConfig) 
         for k, v in parts.items():
             sums[k] = sums.get(k, 0) + v * x.shape[0]
     return {k: float(v) / data.shape[0] for k, v in sums.items()}
-
-
-def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    cfg = RunConfig.from_dict(cfg).to_dict()  # fills settings added after the checkpoint was written
-    return {s: {k: v for k, v in sec.items() if (s, k) not in RESUMABLE} for s, sec in cfg.items()}
 
 
 @dataclass
@@ -300,7 +292,8 @@ def start_run(cfg: RunConfig, run_dir: str | Path, model: torch.nn.Module, resum
     except ValueError as e:
         warnings.warn(f"{e}; starting this run again from epoch 1", stacklevel=3)
         return run, None
-    if _comparable(ckpt["config"]) != _comparable(cfg.to_dict()):
+    stored = RunConfig.from_dict(ckpt["config"])  # fills settings added after the checkpoint was written
+    if config_key(stored, RESUMABLE) != config_key(cfg, RESUMABLE):
         raise UserError(f"{run_dir} was trained with a different configuration; use another --out")
     model.load_state_dict(ckpt["model"])
     set_rng_state(ckpt["rng"])  # training draws from per-run generators; kept so the format stays the same

@@ -11,6 +11,7 @@ from src import stats as S
 from src import sweeps as SW
 from src.report import readme as RM
 from src.report import tables as T
+from src.config import PRESETS
 from src.config import preset as make_preset
 from src.results import aggregate
 from src.utils import save_npz, write_json
@@ -425,12 +426,11 @@ def test_reproduce_seeds_flag_and_analysis_stage(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_reproduce_analysis_end_to_end(tmp_path, monkeypatch):
-    import src.experiments as E
     from src.__main__ import main
     from src.sample import write_sample
 
     write_sample(tmp_path / "faces", n=60, seed=0, progress=False)
-    monkeypatch.setitem(E.PRESETS, "analysis", make_preset("analysis", "tiny", epochs=1, batch_size=16, image_size=32,
+    monkeypatch.setitem(PRESETS, "analysis", make_preset("analysis", "tiny", epochs=1, batch_size=16, image_size=32,
                                                          limit=48, sample_size=2000, seeds=(0, 1)))
     monkeypatch.setitem(SW.SWEEP_PLANS, "analysis", SW.SweepPlan(
         lambdas=(("vae", "l2", (1e-5, 1.0)),), vae_latent=(8,), vae_beta=(2.0,), ae_latent=(2,)))

@@ -70,7 +70,8 @@ def test_training_section(result):
 
 
 def test_stacked_section_against_one_at_a_time_and_the_bandwidth(result):
-    from src.models import ModelConfig, build_model, count_parameters
+    from src.config import ModelConfig
+    from src.models import build_model, count_parameters
 
     st = result[0]["stacked"]
     assert st["gs"] == [1, 2] and (st["n_train"], st["epochs"], st["batch_size"]) == (56, 1, 128)

@@ -12,12 +12,10 @@ import pytest
 import torch
 
 from src import synthetic
-from src.config import DataConfig
-from src.models import ModelConfig
-from src.regularization import RegConfig
+from src.config import DataConfig, ModelConfig, RegConfig, RunConfig, TrainConfig
 from src.checkpoint import load_torch, save_torch
 from src.evaluation import evaluate
-from src.train import RunConfig, TrainConfig, TrainingDiverged, epoch_batches, fit, train_one_epoch
+from src.train import TrainingDiverged, epoch_batches, fit, train_one_epoch
 
 SIZE = 32
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from src import losses
-from src.models import ConvAE, LinearVAE, ModelConfig, build_model, count_parameters
+from src.config import ModelConfig
+from src.models import ConvAE, LinearVAE, build_model, count_parameters
 from src.utils import UserError
 
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from src import noise
-from src.regularization import RegConfig, penalty
+from src.config import RegConfig
+from src.regularization import penalty
 from src.utils import UserError
 
 

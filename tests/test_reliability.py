@@ -40,7 +40,9 @@ from src.__main__ import build_parser, main
 from src.checkpoint import CorruptFile, load_torch
 from src.data import load_images
 from src.distributed import RunLock
-from src.experiments import PRESETS, check_output_dir, grid_lock, run_grid
+from src.config import PRESETS
+from src.distributed import grid_lock
+from src.experiments import check_output_dir, run_grid
 from src.results import read_history, read_metrics
 from src.utils import UserError, atomic_path
 

@@ -18,7 +18,8 @@ import pytest
 from src import noise, regularization, results
 from src.__main__ import main
 from src.config import DataConfig
-from src.experiments import PRESETS, grid_configs
+from src.config import PRESETS
+from src.experiments import grid_configs
 from src.report import tables
 
 FIGS = ["AE_reg_images2.png", "AE_loss.png", "AE_noise_reg_images.png", "vae_reg_images_2.png",

@@ -18,13 +18,11 @@ import src.train as T
 from src import data as D
 from src import synthetic
 from src.checkpoint import load_torch
-from src.config import DataConfig
-from src.experiments import PRESETS, grid_configs, run_configs
-from src.models import ModelConfig
-from src.regularization import RegConfig
+from src.config import PRESETS, DataConfig, ModelConfig, RegConfig, RunConfig, TrainConfig
+from src.experiments import grid_configs, run_configs
 from src.results import read_history, read_metrics
 from src.stacked import fit_stacked, slice_optimizer_state, stack_chunks, stack_key, stack_optimizer_states
-from src.train import RunConfig, TrainConfig, TrainingDiverged, fit
+from src.train import TrainingDiverged, fit
 from src.utils import UserError
 
 SIZE = 32
@@ -42,8 +40,9 @@ def faces():
 @pytest.fixture
 def float64(monkeypatch):
     """The whole training path in float64: models, batches, noise, eps, penalty, Adam."""
-    for module in (T, St):
-        monkeypatch.setattr(module, "to_float", lambda b: D.to_float(b).double())
+    real = D.to_float
+    for module in (T, St, D):  # D: data.eval_batches, validation's batches
+        monkeypatch.setattr(module, "to_float", lambda b: real(b).double())
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -241,11 +240,3 @@ def test_smoke_grid_one_at_a_time_and_all_together_give_the_same_psnr(tmp_path):
         assert together["best_epoch"] == one["best_epoch"]
         for cond in ("clean", "gaussian_0.1"):
             assert abs(together["test"][cond]["psnr"] - one["test"][cond]["psnr"]) <= 0.01, (name, cond)
-
-
-def test_train_cli_refuses_parallel_runs(capsys):
-    from src.__main__ import main
-
-    assert main(["train", "--parallel-runs", "4", "--epochs", "1"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: train trains one run") and "reproduce --parallel-runs" in err and err.count("\n") == 1

@@ -21,7 +21,8 @@ from forked_cli import Proc
 
 from src import distributed as D
 from src.config import PRESETS
-from src.experiments import grid_configs, grid_lock, plan_units
+from src.distributed import grid_lock
+from src.experiments import grid_configs, plan_units
 from src.utils import UserError
 
 REPO = Path(__file__).resolve().parents[1]

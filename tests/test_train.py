@@ -7,13 +7,11 @@ import pytest
 import torch
 
 from src import synthetic
-from src.config import DataConfig
-from src.models import ModelConfig
-from src.regularization import RegConfig
+from src.config import DataConfig, ModelConfig, RegConfig, RunConfig, TrainConfig
 from src.checkpoint import load_torch
 from src.evaluation import evaluate, evaluate_run, load_run
 from src.results import read_history
-from src.train import RunConfig, TrainConfig, TrainingDiverged, fit, train_one_epoch
+from src.train import TrainingDiverged, fit, train_one_epoch
 
 SIZE = 32
 
@@ -212,3 +210,16 @@ def test_is_trained_reads_the_history_not_the_checkpoints(tmp_path, faces, monke
     (run / "best.pt").unlink()
     assert not is_trained(run, 2)
     assert not is_trained(tmp_path / "never-trained", 1)
+
+
+def test_config_key_is_equal_exactly_when_only_the_ignored_fields_differ():
+    from dataclasses import replace
+
+    from src.config import RESUMABLE, config_key
+
+    a = cfg_for("ae", epochs=3)
+    faster = replace(a, train=replace(a.train, epochs=9, compile=True, device="cuda"))  # all three RESUMABLE
+    other_lr = replace(a, train=replace(a.train, lr=1e-4))
+    assert config_key(a, RESUMABLE) == config_key(faster, RESUMABLE) and config_key(a) != config_key(faster)
+    assert config_key(a, RESUMABLE) != config_key(other_lr, RESUMABLE)
+    assert config_key(a.to_dict()) == config_key(a)  # a dict of sections and the dataclass agree
