@@ -27,7 +27,7 @@ def test_train_without_data_uses_the_generated_sample_then_evaluate(tmp_path, mo
         made = "generating 400 synthetic faces" in out
         assert made == (model == "ae"), out  # the first run makes the sample, the second finds it
         assert (tmp_path / "data" / "sample" / "SAMPLE.json").exists()
-        run = tmp_path / "runs" / f"{model}-none"
+        run = tmp_path / "runs" / f"{model}-none-clean-s0"  # train names its default --out as reproduce does
         for f in ("history.csv", "best.pt", "last.pt", "config.json"):
             assert (run / f).exists()
         assert main(["evaluate", str(run), "--no-progress"]) == 0
