@@ -29,7 +29,8 @@ def test_image_steps_of_the_protocol():
     assert plan.image_steps == 78_400_000 + 8 * 21_000 == 78_568_000
     assert plan.seconds(250_000) == pytest.approx(314.272)
     # the plan of a piece: the full preset's 70,000 images split 70/10/20
-    from src.experiments import PRESETS, grid_configs
+    from src.config import PRESETS
+    from src.experiments import grid_configs
     from src.budget import piece_plan
 
     cfgs = [c for n, c in grid_configs(PRESETS["full"], PRESETS["full"].data).items() if n.startswith("ae-")]
