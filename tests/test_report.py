@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import noise, regularization, results
+from src import config, noise, results
 from src.__main__ import main
 from src.config import DataConfig
 from src.config import PRESETS
@@ -182,7 +182,7 @@ def test_the_report_package_imports_no_torch():
 
 
 def test_store_names_match_the_computing_side():
-    assert tuple(results.REG_LABEL) == regularization.KINDS  # tables and claims iterate REG_LABEL
+    assert tuple(results.REG_LABEL) == config.KINDS  # tables and claims iterate REG_LABEL
     for sigma in (0.1, 0.05, 0.3, 1.0):
         assert results.gaussian_condition(sigma) == noise.condition_name("gaussian", sigma)
 
