@@ -303,7 +303,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = config_from_flags(a)  # a bad value fails here, before torch is imported
 
     from .data import load_dataset, resolved
-    from .experiments import check_output_dir, run_name
+    from .experiments import check_output_dir
+    from .runs import run_name
     from .train import fit
     out = Path(a.out or Path("runs") / run_name(cfg.model.name, cfg.reg.kind, cfg.train.noise_train, cfg.train.seed))
     check_output_dir(out)

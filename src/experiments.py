@@ -7,7 +7,7 @@ redone, interrupted ones resume from their last checkpoint.
 Layout of an output folder (``runs/<preset>`` by default)::
 
     grid.json            resolved preset, dataset, device, date
-    <model>-<reg>-<clean|noise0.1>-s<seed>/   one run folder (see ``train``)
+    <model>-<reg>-<clean|noise0.1>-s<seed>/   one run folder (see ``runs``)
     baselines.json       mean-image and PCA rows on the same test images
     summary.json, summary.csv
     .lock, .lock.writers, <run>/.lock   file locks (``distributed``): who writes, who trains a run
@@ -44,13 +44,10 @@ from .distributed import RunLock, grid_lock
 from .eta import After, Calibration, after_seconds, clock, log_event, run_cost, run_seconds
 from .evaluation import add_diagnostics, drop_last, evaluate_run, needs_diagnostics, summarize
 from .results import BASELINES, SWEEPS_JSON, read_config, read_history, read_metrics, run_data, run_flags
+from .runs import TrainingDiverged, is_trained, run_name
 from .stacked import StackUnavailable, default_parallel_runs, fit_stacked, stack_chunks
-from .train import TrainingDiverged, fit, is_trained, pick_device
+from .train import fit, pick_device
 from .utils import UserError, read_json, save_npz, write_json, write_text
-
-
-def run_name(model: str, reg: str, noise_train: float, seed: int) -> str:
-    return f"{model}-{reg}-{'clean' if noise_train == 0 else f'noise{noise_train:g}'}-s{seed}"
 
 
 def grid_configs(preset: Preset, data: DataConfig, device: str = "auto", progress: bool = True,

@@ -45,8 +45,8 @@ from .config import RunConfig, config_key
 from .data import EVAL_BATCH, to_float
 from .losses import compute_loss
 from .models import build_model
-from .train import (CheckpointClock, RunObjective, TrainingDiverged, epoch_permutation, finished_line,
-                    make_optimizer, pick_device, resident_split, run_generator, start_run, train_step)
+from .runs import CheckpointClock, TrainingDiverged, resident_split, start_run
+from .train import RunObjective, epoch_permutation, finished_line, make_optimizer, pick_device, run_generator, train_step
 from .utils import UserError, progress_bar, set_seed
 
 # What may differ between the runs of one stack (everything else must be equal).

@@ -27,9 +27,10 @@ from .config import ANALYSIS_PRESETS, DataConfig, Preset, config_key
 from .data import load_dataset, resolved
 from .evaluation import Condition, evaluate, load_run, sampled_z_metrics, summarize
 from .distributed import grid_lock
-from .experiments import grid_configs, grid_id, run_configs, run_name
+from .experiments import grid_configs, grid_id, run_configs
 from .results import (NOISE_JSON, NOISE_NPZ, SWEEPS_JSON, finished_runs, noise_sigma,
                       read_grid, read_metrics, read_split, run_data)
+from .runs import run_name
 from .train import pick_device
 from .utils import UserError, read_json, save_npz, write_json
 

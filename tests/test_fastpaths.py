@@ -15,7 +15,8 @@ from src import synthetic
 from src.config import DataConfig, ModelConfig, RegConfig, RunConfig, TrainConfig
 from src.checkpoint import load_torch, save_torch
 from src.evaluation import evaluate
-from src.train import TrainingDiverged, epoch_batches, fit, train_one_epoch
+from src.runs import TrainingDiverged
+from src.train import epoch_batches, fit, train_one_epoch
 
 SIZE = 32
 
@@ -173,7 +174,7 @@ def test_checkpoints_are_throttled_but_always_written_after_the_last_epoch(tmp_p
 
 def test_checkpoint_clock_keeps_writes_under_a_twentieth_of_the_time():
     from src.config import TrainConfig
-    from src.train import SAVE_SHARE, CheckpointClock
+    from src.runs import SAVE_SHARE, CheckpointClock
 
     t = [0.0]  # a hand-moved clock: the rule, not this machine's speed
     clock = CheckpointClock(TrainConfig(epochs=100, checkpoint_s=60), now=lambda: t[0])

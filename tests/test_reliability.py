@@ -33,6 +33,7 @@ import torch
 from forked_cli import WAIT, Proc
 from PIL import Image
 
+import src.runs as R
 import src.train as T
 import src.utils as U
 from src import sample, synthetic
@@ -793,7 +794,7 @@ def test_disk_full_keeps_earlier_results_and_says_what_happened(faces, tmp_path,
 def test_other_write_errors_are_one_line_too(faces, tmp_path, monkeypatch, capsys, reliability):
     """Quota, read-only file system: the same one line, naming the file and what to do."""
     monkeypatch.chdir(tmp_path)
-    real = T.save_torch
+    real = R.save_torch
     for err_no, fix in ((errno.EDQUOT, "free some space"), (errno.EROFS, "choose a writable --out")):
         run = tmp_path / f"run{err_no}"
 
@@ -804,7 +805,7 @@ def test_other_write_errors_are_one_line_too(faces, tmp_path, monkeypatch, capsy
                 tmp.write_bytes(b"PK" + os.urandom(100))
                 raise OSError(err_no, os.strerror(err_no))
 
-        monkeypatch.setattr(T, "save_torch", failing)
+        monkeypatch.setattr(R, "save_torch", failing)  # where RunState.save writes checkpoints
         code, err, _ = cli([*train_args(faces, "--epochs", "1"), "--out", run], capsys)
         reliability["failed_writes"] += 1
         assert code == 2 and len(err) == 1, err

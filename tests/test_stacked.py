@@ -22,7 +22,8 @@ from src.config import PRESETS, DataConfig, ModelConfig, RegConfig, RunConfig, T
 from src.experiments import grid_configs, run_configs
 from src.results import read_history, read_metrics
 from src.stacked import fit_stacked, slice_optimizer_state, stack_chunks, stack_key, stack_optimizer_states
-from src.train import TrainingDiverged, fit
+from src.runs import TrainingDiverged
+from src.train import fit
 from src.utils import UserError
 
 SIZE = 32

@@ -11,7 +11,8 @@ from src.config import DataConfig, ModelConfig, RegConfig, RunConfig, TrainConfi
 from src.checkpoint import load_torch
 from src.evaluation import evaluate, evaluate_run, load_run
 from src.results import read_history
-from src.train import TrainingDiverged, fit, train_one_epoch
+from src.runs import TrainingDiverged
+from src.train import fit, train_one_epoch
 
 SIZE = 32
 
@@ -192,7 +193,7 @@ def test_is_trained_reads_the_history_not_the_checkpoints(tmp_path, faces, monke
     """A VAE checkpoint is ~200 MB: telling a finished run needs its history.csv and that best.pt exists."""
     import zipfile
 
-    from src.train import is_trained
+    from src.runs import is_trained
 
     run = tmp_path / "r"
     fit(cfg_for("ae", epochs=2), faces, run, log=lambda *_: None)
