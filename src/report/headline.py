@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import PROTOCOL_PRESETS
 from ..results import MODEL_LABEL, REG_LABEL, aggregate, gaussian_condition, noise_sigma, preset_of
 from ..utils import UserError
-from .tables import DAGGER, fmt, head, unconverged_cells
+from .tables import fmt, flags_note, head, row_name
 
 HEADLINE_MARKERS = ("<!-- headline:start -->", "<!-- headline:end -->")
 HEADLINE_FIGURE = "reconstructions.png"
@@ -52,14 +52,12 @@ def headline_table(summary: dict, model: str) -> str:
     lines = head(["Regularization"] + [f"{m.upper()} {'clean' if c == 'clean' else f'noisy σ={sigma:g}'} (val / test)"
                                       for m, c in cols])
     agg = {(m, c, s): aggregate(runs, s, c, m) for m, c in cols for s in ("val", "test")}
-    late = unconverged_cells(runs)
     for reg in REG_LABEL:
         keys = {"clean": (model, reg, 0.0), noisy: (model, reg, sigma)}  # noisy inputs: the noise-trained model
         if keys["clean"] not in agg[cols[0] + ("test",)]:
             continue
         cells = [" / ".join(fmt(m, agg[(m, c, s)].get(keys[c])) for s in ("val", "test")) for m, c in cols]
-        mark = DAGGER if set(keys.values()) & late else ""
-        lines.append(f"| {REG_LABEL[reg]}{mark} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name(REG_LABEL[reg], summary, list(keys.values()))} | " + " | ".join(cells) + " |")
     base = summary.get("baselines") or {}
     for row in base.get("test") or {}:
         cells = [" / ".join(fmt(m, (base[s][row][m], 0.0, 1)) if c == "clean" and row in base.get(s, {}) else "—"
@@ -77,6 +75,9 @@ def headline_markdown(summary: dict, figures_rel: str, docs_rel: str) -> str:
              f"noisy inputs. The VAE is scored on its posterior mean μ. Reference rows need no training: the mean "
              f"training image, and PCA fitted on the training split. † marks a row with a run that has not converged.",
              ""]
+    note = flags_note(summary)
+    if note:
+        lines += [note, ""]
     for model in MODEL_LABEL:
         if any(r["model"] == model for r in summary["runs"]):
             lines += [f"**{MODEL_LABEL[model]}**", "", headline_table(summary, model), ""]
