@@ -5,7 +5,6 @@ by default for the ConvAE on a CPU; fused Adam is on by default; checkpoints are
 resident uint8 set in a (seed, epoch) order; a training epoch reads nothing back per step.
 """
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import torch
 
 from src import synthetic
 from src.config import DataConfig, ModelConfig, RegConfig, RunConfig, TrainConfig
+from host_reads import count_host_reads
 from src.checkpoint import load_torch, save_torch
 from src.evaluation import evaluate
 from src.runs import TrainingDiverged
@@ -138,16 +138,7 @@ def test_a_training_epoch_reads_nothing_back_per_step(faces, monkeypatch):
     # Host syncs (float(t), t.item(), bool(t), t.tolist()) in the project's code must not grow with
     # the number of steps. (torch's Adam reads its step counters, which live on the host by design.)
     cfg = cfg_for("vae", reg="l1+l2")
-    calls = {"n": 0}
-    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
-        orig = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _orig=orig, **k):
-            if sys._getframe(1).f_globals.get("__name__", "").startswith("src"):
-                calls["n"] += 1
-            return _orig(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    calls = count_host_reads(monkeypatch)
 
     def syncs(n_images):
         from src.models import build_model

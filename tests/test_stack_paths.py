@@ -2,7 +2,6 @@
 one run's ``validation_loss``; a CUDA graph that fails to capture falls back to the plain stacked step;
 a plain stacked step that fails to start falls back to one run at a time; an epoch reads nothing back
 per step. (The CUDA graph itself needs a GPU: docs/gpu.md.)"""
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from src.results import read_history, read_metrics
 from src.stacked import Stack, fit_stacked, train_stack_epoch
 from src.train import fit, make_optimizer, validation_loss
 from test_stacked import SIZE, cfg_for, three
+from host_reads import count_host_reads
 
 quiet = lambda *_: None  # noqa: E731
 
@@ -87,16 +87,7 @@ def test_a_stack_that_fails_to_start_trains_one_run_at_a_time(tmp_path, faces, m
 
 def test_a_stacked_epoch_reads_nothing_back_per_step(faces, monkeypatch):
     cfgs = three("vae", epochs=1)
-    calls = {"n": 0}
-    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
-        orig = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _orig=orig, **k):
-            if sys._getframe(1).f_globals.get("__name__", "").startswith("src"):
-                calls["n"] += 1
-            return _orig(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    calls = count_host_reads(monkeypatch)
 
     def syncs(n_images):
         models = []
