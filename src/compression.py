@@ -53,8 +53,7 @@ class PCA:
         xc = x - self.mean
         k = min(self.k, *xc.shape)
         if xc.shape[0] <= EXACT_SVD_MAX_ROWS:
-            _, _, vh = torch.linalg.svd(xc, full_matrices=False)
-            self.components = vh[:k]  # (k, D)
+            self.components = _top_components(xc, k)  # (k', D), k' <= k
         else:
             torch.manual_seed(seed)
             _, _, v = torch.svd_lowrank(xc, q=min(k + 20, *xc.shape), niter=6)
@@ -74,6 +73,23 @@ class PCA:
         out = PCA(k)
         out.shape, out.mean, out.components = self.shape, self.mean, self.components[:k]
         return out
+
+
+def _top_components(xc: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` right singular vectors of centred (N, D) data, from the smaller Gram matrix.
+
+    In float64: the eigenvectors U of X X^T (N <= D) give V = U^T X / sigma, or those of X^T X are
+    V itself. At 1,400 x 16,384 this took 2 s against 15 s for float32 ``torch.linalg.svd``, and agreed
+    with a float64 SVD to 1e-15 in 1 - |cos| per component, where the float32 SVD was 2e-5 off.
+    Directions of (numerically) zero variance are dropped: centred N images span at most N - 1.
+    """
+    x = xc.double()
+    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
+    ev, vecs = torch.linalg.eigh(gram)  # ascending
+    ev, vecs = ev.flip(0), vecs.flip(1)
+    k = min(k, int((ev > ev[0] * 1e-10).sum()))
+    v = (vecs[:, :k].T @ x) / ev[:k].sqrt()[:, None] if x.shape[0] <= x.shape[1] else vecs[:, :k].T
+    return v.float().contiguous()
 
 
 def baseline_metrics(train_u8: np.ndarray, splits: dict[str, np.ndarray], pca_k: int = 200) -> dict[str, dict]:

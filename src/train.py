@@ -31,10 +31,18 @@ from .losses import compute_loss
 from .models import build_model
 from .regularization import penalty
 from .runs import CheckpointClock, RunState, resident_split, start_run
-from .utils import UserError, progress_bar, set_seed
+from .utils import UserError, keep_freed_memory, progress_bar, set_seed
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The device ``name`` names ("auto": CUDA, then MPS, then the CPU); on the CPU it also tunes the heap."""
+    dev = _resolve_device(name)
+    if dev.type == "cpu":
+        keep_freed_memory()  # 1.1-1.3x a VAE step; up to 2x with a weight penalty (benchmarks/RESULTS.md)
+    return dev
+
+
+def _resolve_device(name: str) -> torch.device:
     if name != "auto":
         try:
             dev = torch.device(name)

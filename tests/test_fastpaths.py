@@ -217,3 +217,32 @@ def test_a_checkpoint_written_before_the_speed_flags_still_resumes(tmp_path, fac
 
     with pytest.raises(UserError, match="different configuration"):
         fit(cfg_for("ae", epochs=3, amp=True), faces, tmp_path / "r", resume=True, log=lambda *_: None)
+
+
+_FAULTS = """
+import resource, sys, torch
+if sys.argv[1] == "kept":
+    from src.train import pick_device
+    pick_device("cpu")  # on the CPU: utils.keep_freed_memory()
+for _ in range(5):  # 64 MiB blocks: the heap settles in a few rounds, then ten more are counted
+    torch.empty(1 << 24).fill_(1.0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    torch.empty(1 << 24).fill_(1.0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_on_the_cpu_freed_large_blocks_are_reused_without_page_faults():
+    """glibc unmaps a freed block of 32 MiB or more, so each new 64 MiB tensor faults in its 16,384 pages
+    again; with the heap kept (``pick_device`` on a CPU) the block is reused and nothing faults."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    faults = {how: int(subprocess.run([sys.executable, "-c", _FAULTS, how], cwd=root, capture_output=True,
+                                      text=True, check=True).stdout) for how in ("default", "kept")}
+    assert faults["default"] >= 10 * 16_384 * 0.9 or faults["default"] >= 10 * 32  # 4 KiB pages, or 2 MiB ones
+    assert faults["kept"] < faults["default"] / 10, faults
