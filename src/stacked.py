@@ -45,6 +45,7 @@ from .config import RunConfig, config_key
 from .data import EVAL_BATCH, to_float
 from .losses import compute_loss
 from .models import build_model
+from .regularization import add_penalty_grad
 from .runs import CheckpointClock, TrainingDiverged, resident_split, start_run
 from .train import RunObjective, epoch_permutation, finished_line, make_optimizer, pick_device, run_generator, train_step
 from .utils import UserError, progress_bar, set_seed
@@ -96,6 +97,13 @@ class Stack:
         if generator is not None:
             raise ValueError("vmap cannot draw from a generator: pass the stack's eps instead")
         return self.forward(self.params, self.buffers, x, inp, eps)
+
+    def penalize_(self) -> torch.Tensor:
+        """After backward: every run's penalty gradient added to its weights' (``add_penalty_grad`` with a
+        leading run axis); the (G,) values."""
+        base = self.base
+        return add_penalty_grad([self.params[f"model.{n}"] for n in base.penalized], *base.lambdas(self.buffers),
+                                runs=len(self.buffers["beta"]))
 
     def _forward(self, params, buffers, x, inp, eps):
         def one(params, buffers, x, inp, eps):

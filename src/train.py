@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -29,7 +28,7 @@ from .config import RunConfig, TrainConfig
 from .data import eval_batches, to_float
 from .losses import compute_loss
 from .models import build_model
-from .regularization import penalty
+from .regularization import add_penalty_grad, is_penalized
 from .runs import CheckpointClock, RunState, resident_split, start_run
 from .utils import UserError, keep_freed_memory, progress_bar, set_seed
 
@@ -109,22 +108,21 @@ def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:
 
 
 class RunObjective(torch.nn.Module):
-    """One run's objective: forward, ``compute_loss`` and the weight ``penalty``.
+    """One run's objective: forward and ``compute_loss``, then (``penalize_``, after backward) the weight penalty.
 
-    Returns {"loss" (including the penalty), "recon", ["kl"], "penalty"}, 0-d tensors. The run's
-    beta and lambdas are buffers, so the stacked trainer calls this same module through ``vmap``
-    with every run's weights *and* hyper-parameters stacked. ``norms`` are the penalty terms
-    computed ("l1", "l2"): one run computes those it uses; a stack computes the union, each
-    multiplied by the run's lambda (0 for a term the run does not use: it adds exactly nothing).
+    ``forward`` returns {"loss" (without the penalty), "recon", ["kl"]}, 0-d tensors; ``train_step`` adds
+    "penalty" and puts it into "loss". The run's beta and lambdas are buffers, so the stacked trainer calls
+    this same module through ``vmap`` with every run's weights *and* hyper-parameters stacked. ``norms``
+    are the penalty terms computed ("l1", "l2"): one run computes those it uses; a stack computes the union,
+    each multiplied by the run's lambda (0 for a term the run does not use: it adds exactly nothing).
     """
 
     def __init__(self, model: torch.nn.Module, cfg: RunConfig, norms: tuple[str, ...] | None = None) -> None:
         super().__init__()
         self.model, self.name, self.recon, self.amp = model, cfg.model.name, cfg.train.vae_recon, cfg.train.amp
         lam1, lam2 = cfg.reg.lambdas
-        norms = tuple(k for k, lam in (("l1", lam1), ("l2", lam2)) if lam) if norms is None else norms
-        # penalty(model, unit) = sum|w| or sum w^2 over the penalized weights; times lambda below
-        self.units = [(k, replace(cfg.reg, kind=k, l1=1.0, l2=1.0)) for k in norms]
+        self.norms = tuple(k for k, lam in (("l1", lam1), ("l2", lam2)) if lam) if norms is None else norms
+        self.penalized = [n for n, _ in model.named_parameters() if is_penalized(n, cfg.reg)]
         self.register_buffer("beta", torch.tensor(float(cfg.train.beta)))
         self.register_buffer("l1", torch.tensor(float(lam1)))
         self.register_buffer("l2", torch.tensor(float(lam2)))
@@ -137,19 +135,22 @@ class RunObjective(torch.nn.Module):
             out = self.model(inp, generator) if eps is None else self.model(inp, eps=eps)
         if self.amp:  # the loss in float32: BCE takes logs of x_hat
             out = {k: v.float() for k, v in out.items()}
-        parts = compute_loss(self.name, out, x, beta=self.beta, vae_recon=self.recon)
-        pen = torch.zeros((), device=x.device)
-        for kind, unit in self.units:
-            pen = pen + getattr(self, kind) * penalty(self.model, unit)
-        parts["penalty"] = pen
-        parts["loss"] = parts["loss"] + pen
-        return parts
+        return compute_loss(self.name, out, x, beta=self.beta, vae_recon=self.recon)
+
+    def lambdas(self, buffers: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(l1, l2) from ``buffers`` (this module's, or a stack's), None for a term not computed."""
+        return tuple(buffers[k] if k in self.norms else None for k in ("l1", "l2"))
+
+    def penalize_(self) -> torch.Tensor:
+        """After backward: the penalty's gradient added to the weights' (``add_penalty_grad``); its value."""
+        params = dict(self.model.named_parameters())
+        return add_penalty_grad([params[n] for n in self.penalized], *self.lambdas({"l1": self.l1, "l2": self.l2}))
 
 
 def train_step(objective: Callable[..., dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
                x: torch.Tensor, inp: torch.Tensor, *, generator: torch.Generator | None = None,
                eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """One optimizer step: the objective's forward, loss and penalty, then backward and Adam.
+    """One optimizer step: the objective's forward and loss, backward, the penalty's gradient, then Adam.
 
     ``objective`` is one run's ``RunObjective`` (parts are 0-d), or G of them stacked
     (``stacked.Stack``: x, inp and eps gain a leading run axis, parts are (G,)). The runs of a
@@ -159,8 +160,11 @@ def train_step(objective: Callable[..., dict[str, torch.Tensor]], optimizer: tor
     parts = objective(x, inp, generator=generator, eps=eps)
     optimizer.zero_grad(set_to_none=True)
     parts["loss"].sum().backward()
+    parts["penalty"] = objective.penalize_()  # at the weights of this step, before Adam moves them
+    parts = {k: v.detach() for k, v in parts.items()}
+    parts["loss"] = parts["loss"] + parts["penalty"]
     optimizer.step()
-    return {k: v.detach() for k, v in parts.items()}
+    return parts
 
 
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor,

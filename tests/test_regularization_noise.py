@@ -6,7 +6,7 @@ from torch import nn
 
 from src import noise
 from src.config import RegConfig
-from src.regularization import penalty
+from src.regularization import add_penalty_grad, penalized_parameters, penalty
 from src.utils import UserError
 
 
@@ -46,6 +46,31 @@ def test_penalty_has_gradient_sign_of_weights():
     penalty(m, RegConfig(kind="l1", l1=1.0)).backward()
     assert torch.equal(m.decoder.weight.grad, torch.tensor([[-1.0, 1.0]]))
     assert m.decoder.bias.grad is None
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2", "l1+l2"])
+def test_the_penalty_written_into_grad_equals_autograd_of_the_formula(kind):
+    """Training adds the penalty's gradient after backward (add_penalty_grad); autograd of the plain
+    formula sum|w| / sum w^2 (``penalty``) is the reference, zero weight included (sign(0) = 0)."""
+    lam = RegConfig(kind=kind, l1=0.1, l2=0.01)
+    ref, got = Tiny(), Tiny()
+    penalty(ref, lam).backward()
+    l1, l2 = (torch.tensor(v) if v else None for v in lam.lambdas)
+    value = add_penalty_grad(penalized_parameters(got, lam), l1, l2)
+    assert value.item() == pytest.approx({"l1": 0.85, "l2": 0.2225, "l1+l2": 1.0725}[kind])  # the sums above
+    for a, b in zip(ref.parameters(), got.parameters()):
+        assert (a.grad is None) == (b.grad is None)  # biases: not penalized, no gradient
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-6, atol=0)
+    # a stack: a leading run axis, one lambda per run; run 1 does not use L2 (lambda 0 adds nothing)
+    w = torch.stack([Tiny().encoder.weight.detach(), -2 * Tiny().encoder.weight.detach()]).requires_grad_()
+    w.grad = torch.ones_like(w)  # a model gradient already there: the penalty's is added to it
+    both = add_penalty_grad([w], torch.tensor([0.1, 0.2]), torch.tensor([0.01, 0.0]), runs=2)
+    for g, (a1, a2) in enumerate(((0.1, 0.01), (0.2, 0.0))):
+        one = w[g].detach().clone().requires_grad_()
+        (a1 * one.abs().sum() + a2 * one.pow(2).sum()).backward()
+        torch.testing.assert_close(w.grad[g], 1 + one.grad)
+        assert both[g].item() == pytest.approx(a1 * one.abs().sum().item() + a2 * one.pow(2).sum().item())
 
 
 @pytest.mark.parametrize("bad", [{"kind": "l3"}, {"l1": -1.0}, {"scope": "middle"}])
