@@ -253,7 +253,8 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
             for n in held:
                 if train and alone:
                     try:
-                        result = fit(configs[n], images, out / n, resume=True, log=log)
+                        result = fit(configs[n], images, out / n, resume=True, log=log,
+                                     final_checkpoint=configs[n].train.keep_last)  # else dropped once evaluated
                         log(tag + trainer_line(configs[n], len(images), result["history"]))
                     except TrainingDiverged as e:
                         failed[n] = str(e)
@@ -263,7 +264,8 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
                         evaluate_run(out / n, images, conditions, device=dev, baselines=baselines)
                     except CorruptFile as e:  # is_trained reads no checkpoint: a damaged best.pt shows here
                         warnings.warn(f"{e}; training {n} again", stacklevel=2)
-                        fit(configs[n], images, out / n, resume=True, log=log)
+                        fit(configs[n], images, out / n, resume=True, log=log,
+                            final_checkpoint=configs[n].train.keep_last)
                         evaluate_run(out / n, images, conditions, device=dev, baselines=baselines)
                     if on_done is not None:
                         on_done(n)
@@ -333,9 +335,9 @@ def train_latent_variant(base: RunConfig, latent: int, images: np.ndarray, out: 
     cfg = replace(base, model=replace(base.model, **{key: latent}))
     if not is_trained(out, cfg.train.epochs):
         log(f"rd: training {base.model.name} with latent {latent} ({cfg.train.epochs} epochs) in {out}")
-        fit(cfg, images, out, resume=True, log=log)
+        fit(cfg, images, out, resume=True, log=log, final_checkpoint=cfg.train.keep_last)
     if not cfg.train.keep_last:
-        (out / "last.pt").unlink(missing_ok=True)
+        (out / "last.pt").unlink(missing_ok=True)  # one trained before final_checkpoint existed
     return out
 
 

@@ -73,15 +73,19 @@ class RunState:
         if va["loss"] < self.best_val:  # update "best" only on improvement, and keep a real copy
             self.best_val, self.best_epoch, self.best_state, self.best_unsaved = va["loss"], epoch, state(), True
 
-    def save(self, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any], epoch: int) -> None:
-        """Write best.pt (if it changed), then last.pt: a checkpoint never names a best that is not on disk."""
+    def save(self, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any], epoch: int,
+             last: bool = True) -> None:
+        """Write best.pt (if it changed), then last.pt (unless ``last`` is False): a checkpoint never names a
+        best that is not on disk."""
         if self.best_unsaved:
             save_torch({"model": self.best_state, "config": self.cfg.to_dict(), "epoch": self.best_epoch,
                         "val_loss": self.best_val}, self.run_dir / "best.pt")
-        save_torch({"model": model_state, "optimizer": optimizer_state, "config": self.cfg.to_dict(),
-                    "epoch": epoch, "best_val": self.best_val, "best_epoch": self.best_epoch, "rng": rng_state(),
-                    "history": self.history}, self.run_dir / "last.pt")
-        self.saved_epoch, self.best_unsaved = epoch, False
+            self.best_unsaved = False
+        if last:
+            save_torch({"model": model_state, "optimizer": optimizer_state, "config": self.cfg.to_dict(),
+                        "epoch": epoch, "best_val": self.best_val, "best_epoch": self.best_epoch,
+                        "rng": rng_state(), "history": self.history}, self.run_dir / "last.pt")
+            self.saved_epoch = epoch
 
     def write_history(self) -> None:
         buf = io.StringIO()

@@ -209,7 +209,7 @@ def validation_loss(model: torch.nn.Module, data: torch.Tensor, cfg: RunConfig) 
 
 
 def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool = False,
-        log=print) -> dict[str, Any]:
+        log=print, final_checkpoint: bool = True) -> dict[str, Any]:
     """Train ``cfg.model`` on ``images`` ((N, S, S) uint8) and keep the best-by-validation weights.
 
     Args:
@@ -218,6 +218,9 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
         run_dir: output folder (created).
         resume: continue from ``run_dir/last.pt`` if it exists. Without it, an existing
             checkpoint is an error, so finished work is never silently overwritten.
+        final_checkpoint: False: after the last epoch write best.pt only, and remove an earlier last.pt
+            (it serves to train the run further). For callers that delete last.pt once the run is
+            evaluated anyway: the grid and rd's latent sizes without ``keep_last``; a VAE's is 205 MB.
 
     Returns:
         {"history": rows, "best_epoch", "best_val", "best_state" (a deep copy), "model"}.
@@ -245,9 +248,12 @@ def fit(cfg: RunConfig, images: np.ndarray, run_dir: str | Path, *, resume: bool
         run.end_epoch(epoch, tr, va, time.perf_counter() - t0, lambda: copy.deepcopy(model.state_dict()))
         if clock.due(epoch):
             with clock.saving():
-                run.save(model.state_dict(), optimizer.state_dict(), epoch)
+                run.save(model.state_dict(), optimizer.state_dict(), epoch,
+                         last=final_checkpoint or epoch < cfg.train.epochs)
         run.write_history()
         bar.set_postfix(train=f"{tr['loss']:.4g}", val=f"{va['loss']:.4g}", best=run.best_epoch)
+    if not final_checkpoint and run.history and run.history[-1]["epoch"] >= cfg.train.epochs:
+        (run.run_dir / "last.pt").unlink(missing_ok=True)  # after history.csv: the run reads as trained first
     if bar.disable and run.start_epoch <= cfg.train.epochs:  # no bar drawn: one line per finished run instead
         log(finished_line(run))
     return run.result(model)

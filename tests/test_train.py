@@ -82,6 +82,24 @@ def test_resume_equals_uninterrupted(tmp_path, faces, model, reg, noise):
                                             zip(read_history(tmp_path / "b"), read_history(tmp_path / "a"))]
 
 
+def test_without_a_final_checkpoint_only_best_pt_is_written_after_the_last_epoch(tmp_path, faces, monkeypatch):
+    """The grid deletes last.pt once a run is evaluated, so it asks fit not to write it after the last epoch."""
+    import src.runs as R
+    from src.runs import is_trained
+
+    written = []
+    real = R.save_torch
+    monkeypatch.setattr(R, "save_torch", lambda obj, path: written.append((obj.get("epoch"), path.name)) or real(obj, path))
+    fit(cfg_for("vae", epochs=3, checkpoint_s=0), faces, tmp_path / "r", log=lambda *_: None, final_checkpoint=False)
+    lasts = [e for e, name in written if name == "last.pt"]
+    assert lasts == [1, 2]  # every epoch (checkpoint_s=0) but the last
+    assert not (tmp_path / "r" / "last.pt").exists() and is_trained(tmp_path / "r", 3)
+    assert load_torch(tmp_path / "r" / "best.pt")["epoch"] == max(e for e, name in written if name == "best.pt")
+    written.clear()
+    fit(cfg_for("vae", epochs=3, checkpoint_s=0), faces, tmp_path / "d", log=lambda *_: None)  # the default
+    assert [e for e, name in written if name == "last.pt"] == [1, 2, 3]
+
+
 def test_existing_run_without_resume_is_refused(tmp_path, faces):
     from src.utils import UserError
 
