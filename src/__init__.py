@@ -11,12 +11,14 @@ One concept per module, from the ground up (a module imports only modules above 
     synthetic      the procedural face generator (the embedded default dataset)
     sample         the generated sample on disk: PNG files, versioned marker, all cores
     decode         one image file -> (S, S) uint8 grayscale (any format, depth, mode)
+    parallel       worker processes for per-image jobs (decoding, coding), started without torch
     checkpoint     checkpoint files: atomic, CRC-verified, with RNG state
     export         a weight-free results bundle (folder or .tar.gz), and keeping one up to date
     data           finding, decoding, caching and splitting images; a run's data fingerprint
     config         every configuration dataclass and the presets (no torch: the CLI's flags)
     results        the one reader of the results store (run and grid folders)
-    compression    real byte counts: latent quantization and coding, PCA, Pillow codecs
+    compression    real byte counts of one image: latent quantization and coding, Pillow codecs (no torch)
+    pca            PCA on images and the mean-image / PCA baseline rows
     imagestats     image statistics of how hard a face set is to compress
     models         ConvAE, LinearVAE and their registry
     regularization L1, L2 and elastic-net weight penalties

@@ -7,16 +7,11 @@ gives the seeded train/val/test split -> ``to_float`` turns a uint8 batch into m
 """
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
-import multiprocessing
 import os
-import sys
 import time
-import types
 import warnings
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,6 +20,7 @@ import numpy as np
 
 from .config import DataConfig, check_fractions
 from .decode import decode_job
+from .parallel import WorkerPool
 from .synthetic import GENERATOR, GENERATOR_VERSION  # what a sample's SAMPLE.json names
 from .utils import UserError, atomic_path, progress_bar, read_json, write_json, write_text
 
@@ -34,7 +30,6 @@ SAMPLE_DIR = Path("data/sample")  # the generated default sample
 CACHE_DIR = Path("data/.cache")  # decoded uint8 caches (never inside the user's image folder)
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
 SAMPLE_MARKER = "SAMPLE.json"  # written last by src.sample.write_sample
-PARALLEL_MIN = 64  # below this many files a process pool costs more than it saves
 HOW_TO_GET_DATA = ('put the Kaggle Flickr-Faces thumbnails there (see README "Your own data") '
                    "or generate the sample with: python -m src data sample --out data/sample")
 
@@ -170,59 +165,14 @@ def _write_cache(npy: Path, meta_path: Path, key: str, images: np.ndarray, files
 
 
 # ----------------------------------------------------------------------------- loading
-def _main_importable() -> bool:
-    """Whether a forkserver (or spawn) child can prepare ``__main__`` the way multiprocessing does: by
-    module name, or from its file. A script read from standard input (``python - <<EOF``) has the
-    file "<stdin>", which no child can run again; scripts, ``python -c``, the CLI and Jupyter can."""
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None):
-        return True
-    path = getattr(main, "__file__", None)
-    return path is None or os.path.isfile(path)
-
-
-@contextmanager
-def _children_skip_main() -> Iterator[None]:
-    """Worker processes started inside do not import the parent's ``__main__`` again.
-
-    forkserver and spawn children first import the parent's main module (for functions defined
-    there); the decode job lives in ``decode``, and a main that imports torch (the benchmark, a notebook
-    kernel) cost every worker 1-2 s of a 2,000-file decode. Only process start-up sees the stand-in.
-    """
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")  # no __spec__, no __file__: nothing to import
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
 def _decode_all(paths: list[Path], size: int, workers: int | None, progress: bool):
     """Yield (image | None, reason | None) in the order of ``paths``."""
     jobs = [(str(p), size) for p in paths]
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     bar = progress_bar(show=progress, total=len(jobs), desc="decoding images", unit="img")
-    with bar:
-        if workers <= 1 or len(jobs) < PARALLEL_MIN or not _main_importable():  # else: decoded in this process
-            results = map(decode_job, jobs)
-            pool = None
-        else:
-            # forkserver: safe even when the parent already runs torch/CUDA threads (fork is not)
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
-            if ctx.get_start_method() == "forkserver":  # its server imports the job's module once, for every worker
-                ctx.set_forkserver_preload([decode_job.__module__])
-            pool = concurrent.futures.ProcessPoolExecutor(min(workers, 32), mp_context=ctx)
-            with _children_skip_main():  # map() submits every chunk, which starts the workers
-                results = pool.map(decode_job, jobs, chunksize=max(1, min(256, len(jobs) // (workers * 8))))
-        try:
-            for r in results:
-                bar.update()
-                yield r
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+    with bar, WorkerPool(workers) as pool:
+        for r in pool.map(decode_job, jobs):
+            bar.update()
+            yield r
 
 
 def _report(root: Path, skipped: list[Skipped], strict: bool, listing: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .compression import PCA
+from .pca import PCA
 from .data import to_float
 from .losses import vae_loss
 from .metrics import psnr

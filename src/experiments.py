@@ -37,7 +37,7 @@ import torch
 from . import distributed
 from .checkpoint import CorruptFile
 from .budget import piece_plan, plan_line, trainer_line
-from .compression import baseline_metrics
+from .pca import baseline_metrics
 from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, config_key
 from .data import SAMPLE_MARKER, FaceSet, load_dataset, resolved, split_indices
 from .distributed import RunLock, grid_lock

@@ -77,7 +77,7 @@ def linear_psnr(images: np.ndarray, ks=PCA_KS, seed: int = 0) -> dict:
     Returns:
         {"mean_psnr", "pca<k>_psnr" for each k, "pca_k": {k: components really used}}.
     """
-    from .compression import PCA  # lazy: imports torch
+    from .pca import PCA  # lazy: imports torch
     from .data import split_indices
 
     split = split_indices(len(images), seed=seed)

@@ -38,6 +38,8 @@ from .eta import RD_MODELS, rd_progress
 from .evaluation import load_run
 from .experiments import train_latent_variant
 from .metrics import all_metrics, psnr, ssim
+from .parallel import WorkerPool
+from .pca import PCA
 from .results import RD_DIR, load_rd, load_summary, preset_of, read_config, run_data, runs_by_cell
 from .utils import UserError, write_json
 
@@ -54,16 +56,16 @@ def _point(setting: str, n_bytes: np.ndarray, pixels: int, metrics: dict[str, to
             "psnr": float(metrics["psnr"].mean()), "ssim": float(metrics["ssim"].mean())}
 
 
-def _code_latents(latents: np.ndarray, bits: int, coder: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N, ...) latents -> decoded (N, ...) float32 latents and the (N,) byte counts."""
-    blobs = [C.encode_latent(z, bits, coder) for z in latents]
-    decoded = np.stack([C.decode_latent(b, latents.shape[1:], bits) for b in blobs])
-    return decoded, np.array([len(b) for b in blobs])
+def _code_latents(latents: np.ndarray, bits: int, coder: str,
+                  pool: WorkerPool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, ...) latents -> decoded (N, ...) float32 latents and the (N,) byte counts (in ``pool``'s workers)."""
+    coded = list((pool or WorkerPool(1)).map(C.latent_job, [(z, bits, coder) for z in latents]))
+    return np.stack([z for _, z in coded]), np.array([n for n, _ in coded])
 
 
 @torch.no_grad()
 def model_points(model: torch.nn.Module, images_u8: np.ndarray, bits: tuple[int, ...],
-                 coder: str = "auto") -> list[dict[str, Any]]:
+                 coder: str = "auto", pool: WorkerPool | None = None) -> list[dict[str, Any]]:
     """AE (feature map z) or VAE (posterior mean mu): quantize, code, decode, score, per b."""
     model.eval()
     device = next(model.parameters()).device
@@ -78,7 +80,7 @@ def model_points(model: torch.nn.Module, images_u8: np.ndarray, bits: tuple[int,
         parts: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
         n_bytes = []
         for x, z in zip(xs, latents):
-            z_hat, nb = _code_latents(z, b, coder)
+            z_hat, nb = _code_latents(z, b, coder, pool)
             x_hat = model.decode(torch.from_numpy(z_hat).to(device))
             m = all_metrics(x_hat, x)
             parts["psnr"].append(m["psnr"].cpu())
@@ -88,8 +90,8 @@ def model_points(model: torch.nn.Module, images_u8: np.ndarray, bits: tuple[int,
     return points
 
 
-def pca_points(pca: C.PCA, test_u8: np.ndarray, ks: tuple[int, ...], bits: tuple[int, ...],
-               coder: str = "auto", front_only: bool = False) -> list[dict[str, Any]]:
+def pca_points(pca: PCA, test_u8: np.ndarray, ks: tuple[int, ...], bits: tuple[int, ...],
+               coder: str = "auto", front_only: bool = False, pool: WorkerPool | None = None) -> list[dict[str, Any]]:
     """Every (k, b) of a fitted PCA (k capped by its components), coded like the latents.
 
     With ``front_only`` only the Pareto front by PSNR is returned; SSIM, the costly metric,
@@ -101,7 +103,7 @@ def pca_points(pca: C.PCA, test_u8: np.ndarray, ks: tuple[int, ...], bits: tuple
     candidates = []
     for k in sorted({min(k, pca.components.shape[0]) for k in ks}):
         for b in bits:
-            z_hat, nb = _code_latents(np.ascontiguousarray(codes_all[:, :k]), b, coder)
+            z_hat, nb = _code_latents(np.ascontiguousarray(codes_all[:, :k]), b, coder, pool)
             x_hat = pca.truncate(k).decode(torch.from_numpy(z_hat))
             candidates.append({"setting": f"k={k}, b={b}", "bytes": float(np.mean(nb)),
                                "bpp": C.bpp(float(np.mean(nb)), pixels), "psnr": float(psnr(x_hat, x).mean()),
@@ -112,16 +114,17 @@ def pca_points(pca: C.PCA, test_u8: np.ndarray, ks: tuple[int, ...], bits: tuple
     return points
 
 
-def codec_points(codec: str, settings: tuple[float, ...], test_u8: np.ndarray) -> list[dict[str, Any]]:
-    """One point per codec setting; bytes are the encoded buffers' lengths."""
+def codec_points(codec: str, settings: tuple[float, ...], test_u8: np.ndarray,
+                 pool: WorkerPool | None = None) -> list[dict[str, Any]]:
+    """One point per codec setting; bytes are the encoded buffers' lengths (coded in ``pool``'s workers)."""
     pixels = test_u8.shape[1] * test_u8.shape[2]
     x = to_float(test_u8)
     label = "rate" if codec == "jpeg2000" else "q"
     points = []
     for s in settings:
-        blobs = [C.codec_encode(img, codec, s) for img in test_u8]
-        decoded = np.stack([C.codec_decode(b) for b in blobs])
-        points.append(_point(f"{label}={s:g}", np.array([len(b) for b in blobs]), pixels,
+        coded = list((pool or WorkerPool(1)).map(C.codec_job, [(img, codec, s) for img in test_u8]))
+        decoded = np.stack([img for _, img in coded])
+        points.append(_point(f"{label}={s:g}", np.array([n for n, _ in coded]), pixels,
                              all_metrics(to_float(decoded), x)))
     return points
 
@@ -168,7 +171,7 @@ def _base_runs(runs_dir: Path, summary: dict) -> list[tuple[str, Path]]:
 
 def _model_curves(runs_dir: Path, base: list[tuple[str, Path]], cfg: RDConfig, data: dict[str, np.ndarray],
                   test: np.ndarray, device: str | torch.device, log: Callable[[str], None],
-                  progress: bool | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+                  progress: bool | None = None, pool: WorkerPool | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
     """b sweeps of the ``base`` runs and of their extra latent sizes."""
     runs: list[tuple[str, Path, int | None]] = [(m, run, None) for m, run in base]
     grid = [(r, RunConfig.from_dict(read_config(r))) for r in sorted(runs_dir.iterdir()) if (r / "metrics.json").exists()]
@@ -190,13 +193,14 @@ def _model_curves(runs_dir: Path, base: list[tuple[str, Path]], cfg: RDConfig, d
         log(f"rd: {key} ({shape} latent), b in {list(cfg.bits)}")
         curves[key] = curve(label, f"{m.upper()} {run.name}: {what} ({shape}) quantized per image to b bits, "
                                    f"{cfg.coder} coder, 9-byte header counted; sweep over b",
-                            model_points(net, test, cfg.bits, cfg.coder))
+                            model_points(net, test, cfg.bits, cfg.coder, pool))
         models[key] = {"run": run.relative_to(runs_dir).as_posix(), "latent_shape": list(net.latent_shape),
                        "float32_bytes": 4 * int(np.prod(net.latent_shape)), "epochs": run_cfg.train.epochs}
     return curves, models
 
 
-def _codec_curves(cfg: RDConfig, test: np.ndarray, log: Callable[[str], None]) -> dict[str, dict]:
+def _codec_curves(cfg: RDConfig, test: np.ndarray, log: Callable[[str], None],
+                  pool: WorkerPool | None = None) -> dict[str, dict]:
     curves = {}
     for codec, settings in (("jpeg", cfg.jpeg), ("webp", cfg.webp), ("jpeg2000", cfg.jpeg2000)):
         if not C.codec_available(codec):
@@ -206,7 +210,7 @@ def _codec_curves(cfg: RDConfig, test: np.ndarray, log: Callable[[str], None]) -
         fmt, _, options = C.CODECS[codec]
         curves[codec] = curve({"jpeg": "JPEG", "webp": "WebP", "jpeg2000": "JPEG 2000"}[codec],
                               f"Pillow {fmt} {options}, whole file bytes (headers included)",
-                              codec_points(codec, settings, test))
+                              codec_points(codec, settings, test, pool))
     return curves
 
 
@@ -231,17 +235,16 @@ def run_rd(runs_dir: str | Path, cfg: RDConfig = RDConfig(), device: str | torch
     data = run_data(base[0][1])  # the grid's images and its stored split
     train, test = data["train"], data["test"][:cfg.max_images]
     pixels = test.shape[1] * test.shape[2]
-    curves, models = _model_curves(runs_dir, base, cfg, data, test, device, log, progress)
-
-    log(f"rd: PCA, k in {list(cfg.pca_k)}")
-    ref_k = _table_pca_k(summary)  # the PCA row of the main tables, quoted at the reference b
-    pca = C.PCA(max(cfg.pca_k + ((ref_k,) if ref_k else ()))).fit(train)
-    curves["pca"] = curve("PCA", f"PCA fit on the {len(train)} training images; coefficients quantized and coded "
-                                 f"like the latents; Pareto front (by PSNR) over k in {list(cfg.pca_k)} x b in "
-                                 f"{list(cfg.bits)}", pca_points(pca, test, cfg.pca_k, cfg.bits, cfg.coder, True))
-    pca_ref = pca_points(pca, test, (ref_k,), (REFERENCE_BITS,), cfg.coder)[0] if ref_k else None
-
-    curves.update(_codec_curves(cfg, test, log))
+    with WorkerPool() as pool:  # the bytes of every image and latent are coded in worker processes
+        curves, models = _model_curves(runs_dir, base, cfg, data, test, device, log, progress, pool)
+        log(f"rd: PCA, k in {list(cfg.pca_k)}")
+        ref_k = _table_pca_k(summary)  # the PCA row of the main tables, quoted at the reference b
+        pca = PCA(max(cfg.pca_k + ((ref_k,) if ref_k else ()))).fit(train)
+        curves["pca"] = curve("PCA", f"PCA fit on the {len(train)} training images; coefficients quantized and "
+                                     f"coded like the latents; Pareto front (by PSNR) over k in {list(cfg.pca_k)} x b "
+                                     f"in {list(cfg.bits)}", pca_points(pca, test, cfg.pca_k, cfg.bits, cfg.coder, True, pool))
+        pca_ref = pca_points(pca, test, (ref_k,), (REFERENCE_BITS,), cfg.coder, pool=pool)[0] if ref_k else None
+        curves.update(_codec_curves(cfg, test, log, pool))
     mean_img = to_float(train).mean(0, keepdim=True).expand(len(test), -1, -1, -1)  # (N, 1, S, S)
     curves["mean"] = curve("mean image", "the mean training image for every test image: 0 bytes per image",
                            [_point("-", np.zeros(1), pixels, all_metrics(mean_img, to_float(test)))])

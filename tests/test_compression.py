@@ -10,6 +10,8 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
 from src import compression as C
+from src.metrics import all_metrics
+from src.pca import PCA
 from src import rd
 from src.__main__ import main
 from src.report import tables
@@ -135,7 +137,7 @@ def test_pca_reconstruction_equals_a_numpy_svd_reference():
     train = train.astype(np.uint8).reshape(80, 16, 16)
     test = train[:10]
     k = 5
-    pca = C.PCA(k).fit(train)
+    pca = PCA(k).fit(train)
     got = pca.decode(pca.encode(test)).numpy().reshape(10, -1)
     x = train.reshape(80, -1).astype(np.float64) / 255
     mean = x.mean(0)
@@ -153,7 +155,7 @@ def test_pca_goes_through_the_same_quantize_and_code_path():
     rng = np.random.default_rng(2)
     train = rng.integers(0, 256, (60, 16, 16), dtype=np.uint8)
     test = rng.integers(0, 256, (7, 16, 16), dtype=np.uint8)
-    pts = rd.pca_points(C.PCA(8).fit(train), test, ks=(4, 8), bits=(4, 16), coder="packed")
+    pts = rd.pca_points(PCA(8).fit(train), test, ks=(4, 8), bits=(4, 16), coder="packed")
     by = {p["setting"]: p for p in pts}
     assert set(by) == {"k=4, b=4", "k=4, b=16", "k=8, b=4", "k=8, b=16"}
     for k in (4, 8):
@@ -161,9 +163,9 @@ def test_pca_goes_through_the_same_quantize_and_code_path():
             assert by[f"k={k}, b={b}"]["bytes"] == 9 + math.ceil(k * b / 8)
             assert by[f"k={k}, b={b}"]["bpp"] == pytest.approx(8 * (9 + math.ceil(k * b / 8)) / 256)
     # 16 bits are as good as float32 coefficients
-    pca = C.PCA(8).fit(train)
+    pca = PCA(8).fit(train)
     x = torch.from_numpy(test).float().div(255).unsqueeze(1)
-    exact = float(C.all_metrics(pca.decode(pca.encode(test)), x)["psnr"].mean())
+    exact = float(all_metrics(pca.decode(pca.encode(test)), x)["psnr"].mean())
     assert by["k=8, b=16"]["psnr"] == pytest.approx(exact, abs=0.01)
     assert by["k=8, b=4"]["psnr"] < by["k=8, b=16"]["psnr"]
     front = rd.pca_points(pca, test, ks=(4, 8), bits=(4, 16), coder="packed", front_only=True)

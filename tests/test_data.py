@@ -21,6 +21,7 @@ from src import data, decode
 from src.config import DataConfig
 from src.data import find_images, load_images, split_indices, to_float
 from src.decode import BadImage, decode_image
+from src.parallel import PARALLEL_MIN
 from src.utils import UserError
 
 
@@ -444,7 +445,7 @@ def test_corrupt_cache_warns_and_rebuilds(tmp_path, damage):
 
 def test_parallel_decode_matches_serial(tmp_path):
     root = tmp_path / "faces"
-    for i in range(data.PARALLEL_MIN + 6):
+    for i in range(PARALLEL_MIN + 6):
         gray(root / f"{i:03d}.png", seed=i)
     (root / "zz_bad.png").write_bytes(b"")
     par, w1 = quiet_load(root, tmp_path, size=16, workers=2, cache_dir=tmp_path / "c1")
@@ -469,7 +470,7 @@ def test_decode_workers_do_not_run_the_callers_main_again(tmp_path):
 
     root, marks = tmp_path / "faces", tmp_path / "marks"
     marks.mkdir()
-    for i in range(data.PARALLEL_MIN + 6):
+    for i in range(PARALLEL_MIN + 6):
         gray(root / f"{i:03d}.png", seed=i)
     script = tmp_path / "main.py"
     script.write_text(MAIN_THAT_MARKS_ITS_IMPORTS)
@@ -478,7 +479,7 @@ def test_decode_workers_do_not_run_the_callers_main_again(tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(data.PARALLEL_MIN + 6)]
+    assert out.stdout.split() == [str(PARALLEL_MIN + 6)]
     assert list(marks.iterdir()) == []
 
 
@@ -518,7 +519,7 @@ def test_load_images_works_from_a_script_on_standard_input(tmp_path):
     folder = tmp_path / "faces"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    n = data.PARALLEL_MIN + 6  # enough files for the process pool
+    n = PARALLEL_MIN + 6  # enough files for the process pool
     for k in range(n):
         Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{k:03d}.png")
     script = (f"from src.data import load_images\n"
