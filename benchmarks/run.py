@@ -127,6 +127,23 @@ def cpu_isa() -> dict[str, Any]:
     return {"vendor": vendor, "isa": [f for f in ISA_FLAGS if f in flags], "torch_cpu_capability": cap}
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (``/proc/stat``: user nice system idle iowait irq softirq steal), or
+    None off Linux."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def steal_share(start: list[int] | None, end: list[int] | None) -> float | None:
+    """The share of CPU time between two ``cpu_times`` that the hypervisor gave to other guests (steal):
+    on a shared virtual machine "idle" is not enough, the host may still slow every figure."""
+    if not start or not end or sum(end) <= sum(start):
+        return None
+    return (end[7] - start[7]) / (sum(end) - sum(start))
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -495,7 +512,9 @@ def table(r: dict[str, Any]) -> str:
              f"{r['machine']['torch_threads']} threads"
              + "".join(f", {k}={v}" for k, v in r["machine"].get("env", {}).items()) + "), load "
              f"{r['machine']['loadavg_start'][0]:.2f} -> "
-             f"{r['machine']['loadavg_end'][0]:.2f}, {r['machine']['date']}", ""]
+             f"{r['machine']['loadavg_end'][0]:.2f}, CPU time stolen by the host "
+             + (f"{r['machine']['steal_share']:.1%}" if r["machine"].get("steal_share") is not None else "unknown")
+             + f", {r['machine']['date']}", ""]
     rows = [("measure", "value")]
     d = r.get("data")
     if d:
@@ -600,7 +619,7 @@ def run(args: argparse.Namespace, command: str = "", log: Callable[[str], None] 
     workers = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_start = time.perf_counter()
+    t_start, times_start = time.perf_counter(), cpu_times()
     r: dict[str, Any] = {"machine": machine_info(device), "device": str(device),
                          "args": dict(vars(args)), "command": command}
     if args.image_size % 4 or args.image_size < 8:
@@ -622,6 +641,7 @@ def run(args: argparse.Namespace, command: str = "", log: Callable[[str], None] 
     r["memory"] = peak_memory(device)
     r["targets"] = targets(r)
     r["machine"]["loadavg_end"] = list(os.getloadavg())
+    r["machine"]["steal_share"] = steal_share(times_start, cpu_times())
     r["total_s"] = time.perf_counter() - t_start
     return r
 

@@ -39,6 +39,14 @@ def test_json_records_the_machine_and_the_command(result):
     assert r["device"] == "cpu" or r["device"].startswith(("cuda", "mps"))
     assert r["command"].startswith("python -m benchmarks.run") and "--n 80" in r["command"]
     assert r["args"]["n"] == 80 and r["total_s"] > 0
+    if Path("/proc/stat").exists():  # Linux: the host's steal over the run, a share of all CPU time
+        assert 0 <= m["steal_share"] <= 1
+
+
+def test_steal_share_is_the_steal_column_over_all_cpu_time():
+    # /proc/stat order: user nice system idle iowait irq softirq steal; 40 of 400 jiffies stolen
+    assert bench.steal_share([100, 0, 10, 50, 0, 0, 0, 5], [300, 0, 40, 180, 0, 0, 0, 45]) == pytest.approx(0.1)
+    assert bench.steal_share(None, [1] * 8) is None and bench.steal_share([1] * 8, [1] * 8) is None
 
 
 def test_data_section(result):
