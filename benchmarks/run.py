@@ -10,7 +10,8 @@ It prints a table and writes JSON (default ``benchmarks/out/results.json``) with
   a fresh cache folder; the files themselves are in the OS page cache, so this is decode
   cost, not disk cost), the cached reload, and one epoch of batches from a naive
   PNG-decoding ``torch.utils.data.DataLoader`` vs the project's resident-uint8 pipeline;
-- training: images/s of ``src.train.fit`` (whole call: validation, checkpoints, setup)
+- training: images/s of ``src.train.fit`` as the grid calls it (whole call: validation, best.pt,
+  setup; no last.pt after the last epoch), the fastest of ``--repeat`` fits,
   vs the compute bound (forward + loss + backward + Adam step on one fixed resident
   batch, no data pipeline), plus the bound with each fast path of ``--variants``: bf16
   autocast, channels_last, ``torch.compile`` (opt-in flags), and ``no_fused_adam`` /
@@ -27,7 +28,8 @@ It prints a table and writes JSON (default ``benchmarks/out/results.json``) with
 - the targets of issue #6 with the measured value and whether it is met.
 
 Every figure is measured in this process; the JSON records the machine (device, CPU,
-cores, threads, torch version, load average before and after) and the date.
+cores, threads, torch version, load average before and after, the share of CPU time the host stole) and
+the date.
 """
 from __future__ import annotations
 
@@ -290,15 +292,19 @@ def bench_train(images: np.ndarray, models: list[str], epochs: int, batch_size: 
     out["first_optimizer_s"] = _timed(lambda: torch.optim.Adam([torch.zeros(1, requires_grad=True)]), device)[0]
     for name in models:
         cfg = _run_config(name, size, epochs, batch_size, device)
-        run_dir = Path(tempfile.mkdtemp(prefix=f"fit-{name}-", dir=work))
-        try:
-            fit_s, res = _timed(lambda: fit(cfg, images, run_dir, log=lambda *_: None), device)
-        finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        fits = []  # like the bound: ``repeat`` rounds, the fastest counts (other processes only slow one down)
+        for _ in range(repeat):
+            run_dir = Path(tempfile.mkdtemp(prefix=f"fit-{name}-", dir=work))
+            try:  # as the grid calls it: no last.pt after the last epoch (it deletes it once the run is evaluated)
+                fits.append(_timed(lambda: fit(cfg, images, run_dir, log=lambda *_: None, final_checkpoint=False),
+                                   device))
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        fit_s, res = min(fits, key=lambda f: f[0])
         epoch_s = [row["seconds"] for row in res["history"]]  # train + validation of each epoch
         bound = compute_bound(cfg, batch, steps, device, repeat)
         r: dict[str, Any] = {
-            "fit_s": fit_s, "fit_images_per_s": n_train * epochs / fit_s,
+            "fit_s": fit_s, "fit_rounds_s": [f[0] for f in fits], "fit_images_per_s": n_train * epochs / fit_s,
             "epoch_seconds": epoch_s, "outside_epochs_s": fit_s - sum(epoch_s),
             "compute_bound_images_per_s": bound["images_per_s"], "compute_bound_steps": bound["steps"],
             "ratio_fit_over_bound": (n_train * epochs / fit_s) / bound["images_per_s"]}
