@@ -60,6 +60,7 @@ from src import metrics as M
 from src import sample
 from src.config import KINDS, DataConfig, ModelConfig, RegConfig, RunConfig, TrainConfig
 from src.data import EVAL_BATCH, load_images, split_indices, to_float
+from src.parallel import cpu_workers
 from src.models import build_model, count_parameters
 from src.stacked import Stack, train_stack_epoch
 from src.train import (RunObjective, epoch_batches, fit, make_optimizer, pick_device, run_generator, train_one_epoch,
@@ -148,7 +149,7 @@ def steal_share(start: list[int] | None, end: list[int] | None) -> float | None:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    usable = cpu_workers()
     info = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
             "cpu": _cpu_model(), **cpu_isa(), "cores": cores, "usable_cores": usable,
@@ -622,7 +623,7 @@ def run(args: argparse.Namespace, command: str = "", log: Callable[[str], None] 
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the work folder {work} ({e.strerror or e}); pass another --work") from None
-    workers = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    workers = args.workers or cpu_workers()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_start, times_start = time.perf_counter(), cpu_times()

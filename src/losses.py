@@ -7,7 +7,7 @@
   ``recon`` is binary cross-entropy (the Bernoulli decoder of Kingma & Welling) by
   default, or the summed squared error with ``recon="mse"``.
 
-The weight penalty (``regularization.penalty``) is added by the training loop, which
+The weight penalty (``regularization.add_penalty_grad``) is added by the training step, which
 reports it as ``penalty``.
 """
 from __future__ import annotations

@@ -56,9 +56,9 @@ class WorkerPool:
     context manager: the workers start on the first parallel ``map`` and stop on exit.
     """
 
-    def __init__(self, workers: int | None = None, preload: str | None = None) -> None:
+    def __init__(self, workers: int | None = None) -> None:
         self.workers = cpu_workers() if workers is None else workers
-        self.preload, self._pool = preload, None
+        self._pool = None
         self.parallel = self.workers > 1 and main_importable()
 
     def __enter__(self) -> "WorkerPool":
@@ -77,7 +77,7 @@ class WorkerPool:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
             if ctx.get_start_method() == "forkserver":  # its server imports the job's module once, for every worker
-                ctx.set_forkserver_preload([self.preload or job.__module__])
+                ctx.set_forkserver_preload([job.__module__])
             self._pool = concurrent.futures.ProcessPoolExecutor(min(self.workers, 32), mp_context=ctx)
         chunksize = chunksize or max(1, min(256, len(items) // (self.workers * 8)))
         with _children_skip_main():  # map() submits every chunk, which starts the workers

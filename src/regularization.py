@@ -66,19 +66,3 @@ def add_penalty_grad(params: list[torch.Tensor], l1: torch.Tensor | None, l2: to
             total = total + l2 * _dot(flat, flat)
             p.grad.addcmul_(p, (2 * l2).view(each))
     return total
-
-
-def penalty(model: nn.Module, cfg: RegConfig) -> torch.Tensor:
-    """Scalar tensor l1 * sum|w| + l2 * sum w^2 (zero for ``kind="none"``): the value that training adds
-    to the loss (there through ``add_penalty_grad``)."""
-    lam1, lam2 = cfg.lambdas
-    device = next(model.parameters()).device
-    total = torch.zeros((), device=device)
-    if lam1 == 0 and lam2 == 0:
-        return total
-    for p in penalized_parameters(model, cfg):
-        if lam1:
-            total = total + lam1 * p.abs().sum()
-        if lam2:
-            total = total + lam2 * p.pow(2).sum()
-    return total

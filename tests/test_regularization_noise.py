@@ -6,7 +6,7 @@ from torch import nn
 
 from src import noise
 from src.config import RegConfig
-from src.regularization import add_penalty_grad, penalized_parameters, penalty
+from src.regularization import add_penalty_grad, penalized_parameters
 from src.utils import UserError
 
 
@@ -22,6 +22,18 @@ class Tiny(nn.Module):
             self.decoder.bias.fill_(10.0)
 
 
+def penalize(model, cfg):
+    """What a training step does after backward: the penalty's value, its gradient added to ``.grad``."""
+    l1, l2 = (torch.tensor(v) if v else None for v in cfg.lambdas)
+    return add_penalty_grad(penalized_parameters(model, cfg), l1, l2).item()
+
+
+def formula(model, cfg):
+    """The reference: l1 * sum|w| + l2 * sum w^2 over the penalized weights, differentiable by autograd."""
+    l1, l2 = cfg.lambdas
+    return sum(l1 * p.abs().sum() + l2 * p.pow(2).sum() for p in penalized_parameters(model, cfg))
+
+
 # weights: |w| sum = 1+2+0.5+0 + 1+4 = 8.5 ; w^2 sum = 1+4+0.25 + 1+16 = 22.25 ; biases |b| = 16, b^2 = 118
 @pytest.mark.parametrize("kind,lam,expected", [
     ("none", (1.0, 1.0), 0.0),
@@ -30,34 +42,32 @@ class Tiny(nn.Module):
     ("l1+l2", (0.1, 0.01), 0.85 + 0.2225),
 ])
 def test_penalty_values_on_known_weights(kind, lam, expected):
-    cfg = RegConfig(kind=kind, l1=lam[0], l2=lam[1])
-    assert penalty(Tiny(), cfg).item() == pytest.approx(expected)
+    assert penalize(Tiny(), RegConfig(kind=kind, l1=lam[0], l2=lam[1])) == pytest.approx(expected)
 
 
 def test_penalty_bias_and_scope_options():
-    m = Tiny()
-    assert penalty(m, RegConfig(kind="l1", l1=1.0, include_bias=True)).item() == pytest.approx(8.5 + 16)
-    assert penalty(m, RegConfig(kind="l1", l1=1.0, scope="decoder")).item() == pytest.approx(5.0)
-    assert penalty(m, RegConfig(kind="l2", l2=1.0, scope="encoder")).item() == pytest.approx(5.25)
+    assert penalize(Tiny(), RegConfig(kind="l1", l1=1.0, include_bias=True)) == pytest.approx(8.5 + 16)
+    assert penalize(Tiny(), RegConfig(kind="l1", l1=1.0, scope="decoder")) == pytest.approx(5.0)
+    assert penalize(Tiny(), RegConfig(kind="l2", l2=1.0, scope="encoder")) == pytest.approx(5.25)
 
 
 def test_penalty_has_gradient_sign_of_weights():
     m = Tiny()
-    penalty(m, RegConfig(kind="l1", l1=1.0)).backward()
+    penalize(m, RegConfig(kind="l1", l1=1.0))
     assert torch.equal(m.decoder.weight.grad, torch.tensor([[-1.0, 1.0]]))
+    assert torch.equal(m.encoder.weight.grad, torch.tensor([[1.0, -1.0], [1.0, 0.0]]))  # sign(0) = 0
     assert m.decoder.bias.grad is None
 
 
 @pytest.mark.parametrize("kind", ["l1", "l2", "l1+l2"])
 def test_the_penalty_written_into_grad_equals_autograd_of_the_formula(kind):
     """Training adds the penalty's gradient after backward (add_penalty_grad); autograd of the plain
-    formula sum|w| / sum w^2 (``penalty``) is the reference, zero weight included (sign(0) = 0)."""
+    formula sum|w| / sum w^2 is the reference, zero weight included (sign(0) = 0)."""
     lam = RegConfig(kind=kind, l1=0.1, l2=0.01)
     ref, got = Tiny(), Tiny()
-    penalty(ref, lam).backward()
-    l1, l2 = (torch.tensor(v) if v else None for v in lam.lambdas)
-    value = add_penalty_grad(penalized_parameters(got, lam), l1, l2)
-    assert value.item() == pytest.approx({"l1": 0.85, "l2": 0.2225, "l1+l2": 1.0725}[kind])  # the sums above
+    formula(ref, lam).backward()
+    value = penalize(got, lam)
+    assert value == pytest.approx(formula(Tiny(), lam).item())
     for a, b in zip(ref.parameters(), got.parameters()):
         assert (a.grad is None) == (b.grad is None)  # biases: not penalized, no gradient
         if a.grad is not None:
