@@ -1,8 +1,9 @@
 """The ETA of a study, and the progress log that measures its error afterwards.
 
 The seconds left are summed over the work left: each unfinished run's epochs and the rest of its
-work (set-up, checkpoints, evaluation), then the rate-distortion step that follows the grid (its
-extra trainings and the coding of its points). Each part is its cost (images x pixels x
+work (set-up, checkpoints, evaluation), then what follows the grid (``After``): the analysis presets'
+noise sweep and parameter sweeps, or the other presets' rate-distortion step (its extra trainings and
+the coding of its points), then the report. Each part is its cost (images x pixels x
 ``MODEL_COST``) times a rate in seconds per unit of cost, calibrated per model on what the store has
 timed already: every epoch's ``seconds`` in ``history.csv`` and every finished run's wall time
 (``config.json`` is written when its training starts, ``metrics.json`` when its evaluation ends). A
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import RDConfig, RunConfig
-from .results import read_history
+from .results import NOISE_JSON, read_history
 
 PROGRESS_LOG = "progress.log"
 REPORT_S = 20.0  # the report after the study (figure data, figures, tables): 17 s for a quick-sized grid on 2 cores
@@ -32,9 +33,18 @@ REPORT_S = 20.0  # the report after the study (figure data, figures, tables): 17
 
 @dataclass(frozen=True)
 class After:
-    """What follows a grid in the study, for its ETA: the rate-distortion sweep (None: none), then the report."""
+    """What follows a grid in the study, for its ETA, and what else has been timed.
+
+    An analysis preset's grid is followed by the noise sweep of each of its runs (``noise_sweep``) and by
+    the parameter sweeps' runs (``sweeps``: run folder relative to the grid's, config); another preset's by
+    the rate-distortion sweep ``rd`` (None: none). The report comes last. ``timed``: finished runs (folder,
+    config) that calibrate the rates besides the grid's own, e.g. the grid's runs for the ETA of the sweeps.
+    """
     rd: RDConfig | None = None
     report: bool = True
+    noise_sweep: bool = False
+    sweeps: tuple[tuple[str, RunConfig], ...] = ()
+    timed: tuple[tuple[Path, RunConfig], ...] = ()
 
 # Relative time per training image of one pixel, at equal image size: the prior between models until
 # both are timed (and the balance of the split among torchrun ranks). benchmarks/RESULTS.md, CPU fit at
@@ -70,12 +80,21 @@ def run_cost(cfg: RunConfig, n_images: int, epochs_left: int) -> float:
     return epochs_left * epoch_cost(cfg, n_images) + other_cost(cfg, n_images)
 
 
+def noise_cost(cfg: RunConfig, n_images: int | None = None) -> float:
+    """Cost of a run's noise sweep (``sweeps.noise_sweep``): its test images x pixels x ``MODEL_COST``."""
+    _, val_test = _images(cfg, n_images)
+    val, test = cfg.data.split[1:]
+    return val_test * test / (val + test) * _pixels(cfg)
+
+
 class Calibration:
-    """Seconds per unit of cost, per model: of an epoch (``epoch_rate``) and of the rest of a run (``other_rate``)."""
+    """Seconds per unit of cost, per model: of an epoch (``epoch_rate``), of the rest of a run (``other_rate``)
+    and of a run's noise sweep (``noise_rate``, from the ``seconds`` its ``noise_sweep.json`` records)."""
 
     def __init__(self) -> None:
         self.epoch: dict[str, list[float]] = {}
         self.other: dict[str, list[float]] = {}
+        self.noise: dict[str, list[float]] = {}
 
     @classmethod
     def from_runs(cls, runs: Iterable[tuple[Path, RunConfig]]) -> "Calibration":
@@ -97,6 +116,12 @@ class Calibration:
                 continue
             if seconds and wall > sum(seconds):
                 cal.other.setdefault(cfg.model.name, []).append((wall - sum(seconds)) / other_cost(cfg))
+            try:
+                swept = json.loads((run_dir / NOISE_JSON).read_text(encoding="utf-8")).get("seconds")
+            except (OSError, ValueError, AttributeError):
+                swept = None
+            if isinstance(swept, (int, float)) and swept > 0:
+                cal.noise.setdefault(cfg.model.name, []).append(swept / noise_cost(cfg))
         return cal
 
     @staticmethod
@@ -112,6 +137,10 @@ class Calibration:
     def other_rate(self, model: str) -> float | None:
         """The rest of a run; before any run has finished, 0 (only the epochs are counted)."""
         return self._rate(self.other, model) or (0.0 if self.epoch_rate(model) is not None else None)
+
+    def noise_rate(self, model: str) -> float | None:
+        """A run's noise sweep; None before one is timed."""
+        return self._rate(self.noise, model)
 
 
 def run_seconds(cal: Calibration, cfg: RunConfig, epochs_left: int, evaluate: bool = True) -> float | None:
@@ -148,22 +177,65 @@ def rd_points(rd: RDConfig, models: int) -> int:
             + len(rd.jpeg) + len(rd.webp) + len(rd.jpeg2000))
 
 
-def after_seconds(cal: Calibration, after: After | None, configs: list[RunConfig], out: Path) -> float | None:
-    """Seconds of what follows the grid in ``out``: the rate-distortion step (the epochs its extra trainings
-    have left, then the coding of its points, each one pass over the test images costed like one evaluation
-    condition), then the report (``REPORT_S``)."""
-    if after is None or not configs:
+def after_seconds(cal: Calibration, after: After | None, runs: list[tuple[Path, RunConfig]], out: Path) -> float | None:
+    """Seconds of what follows the grid ``runs`` ((folder, config) each) in ``out``; None while a rate it
+    needs is not timed yet. The parts: ``noise_sweep_seconds``, ``sweeps_seconds``, ``rd_seconds``, the
+    report (``REPORT_S``)."""
+    if after is None or not runs:
         return 0.0
-    rd, report = after.rd, REPORT_S if after.report else 0.0
+    parts = [noise_sweep_seconds(cal, runs) if after.noise_sweep else 0.0,
+             sweeps_seconds(cal, after.sweeps, runs[0][1], out),
+             rd_seconds(cal, after.rd, [c for _, c in runs], out)]
+    return None if None in parts else sum(parts) + (REPORT_S if after.report else 0.0)
+
+
+def noise_sweep_seconds(cal: Calibration, runs: list[tuple[Path, RunConfig]]) -> float | None:
+    """The noise sweep of every run of ``runs`` without its ``noise_sweep.json``, at the rate of the noise sweeps
+    timed so far; before the first, each is counted as long as the rest of its run (its evaluation, diagnostics
+    and set-up): the CPU analysis preset's took 0.8-1.4x that (benchmarks/RESULTS.md)."""
+    total = 0.0
+    for run_dir, c in runs:
+        if (Path(run_dir) / NOISE_JSON).exists():
+            continue
+        noise, other = cal.noise_rate(c.model.name), cal.other_rate(c.model.name)
+        if noise is None and other is None:
+            return None
+        total += noise * noise_cost(c) if noise is not None else other * other_cost(c)
+    return total
+
+
+def sweeps_seconds(cal: Calibration, sweeps: tuple[tuple[str, RunConfig], ...], grid: RunConfig,
+                   out: Path) -> float | None:
+    """The parameter sweeps' runs not finished in ``out``: their epochs left and their evaluation. They train
+    on the grid's data, so they are costed with the grid run ``grid``'s image count."""
+    total = 0.0
+    for rel, c in sweeps:
+        run_dir = Path(out) / rel
+        if (run_dir / "metrics.json").exists():
+            continue
+        c = replace(c, data=grid.data)
+        s = run_seconds(cal, c, max(c.train.epochs - _epochs_done(run_dir), 0))
+        if s is None:
+            return None
+        total += s
+    return total
+
+
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return len(read_history(run_dir))
+    except (OSError, ValueError):
+        return 0
+
+
+def rd_seconds(cal: Calibration, rd: RDConfig | None, configs: list[RunConfig], out: Path) -> float | None:
+    """The rate-distortion step (None: none): the epochs its extra trainings have left, then the coding of its
+    points, each one pass over the test images costed like one evaluation condition."""
     if rd is None:
-        return report
+        return 0.0
     total = 0.0
     for key, c in rd_trainings(rd, configs).items():
-        try:
-            done = len(read_history(out / RD_MODELS / key))
-        except (OSError, ValueError):
-            done = 0
-        s = run_seconds(cal, c, max(c.train.epochs - done, 0), evaluate=False)
+        s = run_seconds(cal, c, max(c.train.epochs - _epochs_done(out / RD_MODELS / key), 0), evaluate=False)
         if s is None:
             return None
         total += s
@@ -176,13 +248,13 @@ def after_seconds(cal: Calibration, after: After | None, configs: list[RunConfig
     n_test = val_test * c.data.split[2] / (c.data.split[1] + c.data.split[2])
     n_test = min(n_test, rd.max_images or math.inf)
     per_point = n_test * c.model.image_size ** 2 * rate / 2  # other_cost covers 2 conditions x (val + test)
-    return total + rd_points(rd, len({x.model.name for x in configs})) * per_point + report
+    return total + rd_points(rd, len({x.model.name for x in configs})) * per_point
 
 
 def rd_progress(out: Path, rd: RDConfig, runs: list[tuple[Path, RunConfig]], what: str) -> float | None:
     """Log (``log_event``) and return the seconds the rate-distortion step of the grid runs ``runs`` (and the
     report after it) has left."""
-    left = after_seconds(Calibration.from_runs(runs), After(rd), [c for _, c in runs], out)
+    left = after_seconds(Calibration.from_runs(runs), After(rd), runs, out)
     log_event(out, "progress", left, what)
     return left
 

@@ -296,7 +296,8 @@ class GridProgress:
     appended to ``OUT/progress.log`` (``eta``).
 
     The ETA: each unit left costs its slowest run's epochs left (a stack trains its runs together) plus
-    each run's evaluation, at the rates ``eta.Calibration`` measures on the grid's run folders.
+    each run's evaluation, at the rates ``eta.Calibration`` measures on the grid's run folders (and on
+    ``after.timed``), then what ``after`` says follows.
     """
 
     def __init__(self, out: Path, configs: dict[str, RunConfig], units: list[Unit], after: After | None = None,
@@ -305,8 +306,9 @@ class GridProgress:
         self.t0 = time.perf_counter()
 
     def seconds_left(self) -> float | None:
-        cal = Calibration.from_runs((self.out / n, c) for n, c in self.configs.items())
-        total = after_seconds(cal, self.after, list(self.configs.values()), self.out)
+        runs = [(self.out / n, c) for n, c in self.configs.items()]
+        cal = Calibration.from_runs(runs + list(self.after.timed if self.after else ()))
+        total = after_seconds(cal, self.after, runs, self.out)
         for u in self.units:
             left = [n for n in u.names if not (self.out / n / "metrics.json").exists()]
             train = [run_seconds(cal, self.configs[n], epochs_left(self.out / n, self.configs[n]), False)

@@ -33,7 +33,7 @@ from .report import REPORT_MD, analysis_report
 from .report import report as write_report
 from .report.headline import check_publishable
 from .results import is_analysis, load_summary, preset_of
-from .sweeps import noise_sweep, run_analysis
+from .sweeps import analysis_after, noise_sweep, run_analysis
 from .train import pick_device
 from .utils import UserError
 
@@ -105,12 +105,14 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, data: str 
     piece = Piece(out, bundle, budget_s, images_per_s, log=log)
     sweep = (RD_PRESETS.get(rd_sweep or preset.name, RDConfig())
              if not analysis and "rd" in steps and rd_sweep != "none" else None)
-    after = After(sweep, "report" in steps)  # what the grid's ETA counts after the grid
+    after = (analysis_after(preset, "report" in steps, device) if analysis and "sweeps" in steps
+             else After(sweep, "report" in steps))  # what the grid's ETA counts after the grid
     summary = run_grid(preset, out, data_root=data, device=device, models=tuple(models), progress=progress,
                        log=log, parallel_runs=parallel_runs, budget=piece.budget, on_done=piece.on_done,
                        only=run_filter(runs), after=after) if "grid" in steps else load_summary(out)
     if analysis and "sweeps" in steps:  # every rank: the sweeps are shared like the grid's runs
-        run_analysis(preset, out, data_root=data, device=device, progress=progress, log=log)
+        run_analysis(preset, out, data_root=data, device=device, progress=progress, log=log,
+                     report="report" in steps)
     result: dict[str, Any] = {"out": out, "preset": preset, "summary": summary, "rd": None, "report": None,
                               "figures": {}}
     if distributed.is_main():  # under torchrun, rank 0 alone computes the curves and writes the report

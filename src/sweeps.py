@@ -2,18 +2,21 @@
 
     noise_sweep(OUT)      every finished run of a grid under Gaussian sigma in {0, .05, .1, .2, .3}
                           and salt-and-pepper p in {.01, .05, .1}: RUN/noise_sweep.npz (per image),
-                          then RUN/noise_sweep.json (means; written last, it marks the run done);
+                          then RUN/noise_sweep.json (means and its seconds; written last, it marks
+                          the run done);
                           test split only (the grid's metrics.json has val and test at its sigma).
                           VAE runs also get decode(sampled z) metrics ("sampled_z").
     run_sweeps(plan, OUT) lambda (L1, L2), VAE latent size and beta, AE bottleneck channels:
                           OUT/sweeps/<run>/ through experiments.run_configs, indexed by
                           OUT/sweeps/sweeps.json. A point equal to a grid cell reuses that run.
     run_analysis(...)     both, for the analysis presets (after ``experiments.run_grid``).
+    analysis_after(...)   both as the grid's ETA sees them (``eta.After``).
 
 The verdicts are ``claims.check_claims``; the figures and tables are ``report``'s.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -23,13 +26,14 @@ import torch
 
 from . import distributed
 from . import noise
-from .config import ANALYSIS_PRESETS, DataConfig, Preset, config_key
+from .config import ANALYSIS_PRESETS, DataConfig, Preset, RunConfig, config_key
 from .data import load_dataset, resolved
 from .evaluation import Condition, evaluate, load_run, sampled_z_metrics, summarize
 from .distributed import grid_lock
+from .eta import After, Calibration, after_seconds, clock, log_event
 from .experiments import grid_configs, grid_id, run_configs
 from .results import (NOISE_JSON, NOISE_NPZ, SWEEPS_JSON, finished_runs, noise_sigma,
-                      read_grid, read_metrics, read_split, run_data)
+                      read_config, read_grid, read_metrics, read_split, run_data)
 from .runs import run_name
 from .train import pick_device
 from .utils import UserError, read_json, save_npz, write_json
@@ -84,6 +88,7 @@ def evaluate_noise(run_dir: str | Path, images: np.ndarray, conditions: list[Con
                    device: str | torch.device = "cpu", splits: tuple[str, ...] = ("test",)) -> dict[str, Any]:
     """One run under every condition on ``splits`` of its stored split (the analysis uses test only:
     half the cost of val + test); writes noise_sweep.npz, then noise_sweep.json."""
+    t0 = time.perf_counter()
     run_dir = Path(run_dir)
     model, cfg = load_run(run_dir, device)
     split = read_split(run_dir, len(images))
@@ -100,13 +105,18 @@ def evaluate_noise(run_dir: str | Path, images: np.ndarray, conditions: list[Con
         arrays.update({f"{s}/{c}/{k}": v for c, vals in per.items() for k, v in vals.items()})
     save_npz(run_dir / NOISE_NPZ, arrays)
     result["per_image"] = NOISE_NPZ
+    result["seconds"] = round(time.perf_counter() - t0, 3)  # calibrates the ETA of the next noise sweeps
     write_json(run_dir / NOISE_JSON, result)
     return result
 
 
 def noise_sweep(runs_dir: str | Path, device: str | torch.device = "cpu", log: Callable[[str], None] = print,
-                sigma: float | None = None) -> list[str]:
-    """Evaluate every finished run of ``runs_dir`` under ``sweep_conditions``; returns the runs done now."""
+                sigma: float | None = None, after: After | None = None) -> list[str]:
+    """Evaluate every finished run of ``runs_dir`` under ``sweep_conditions``; returns the runs done now.
+
+    Each run's line gives the ETA of the rest of the noise sweep and of ``after`` (what follows it: the
+    parameter sweeps, the report), and is appended to ``runs_dir/progress.log``.
+    """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"{runs_dir} is not a folder; run `python -m src reproduce --out {runs_dir}` first")
@@ -125,10 +135,16 @@ def noise_sweep(runs_dir: str | Path, device: str | torch.device = "cpu", log: C
         # Evaluation ops are small (SSIM goes 4 images at a time): on a 2-core machine shared with
         # other jobs, 2 intra-op threads took 68 s per run where 1 took 3 s (measured, load ~7).
         torch.set_num_threads(1)
+    runs = [(d, RunConfig.from_dict(read_config(d))) for d in dirs]
+    after = replace(after or After(report=False), noise_sweep=True)
     try:
         for i, d in enumerate(mine, 1):
             images = run_data(d, datasets)["all"]
-            log(f"{distributed.tag()}[noise sweep {i}/{len(mine)}] {d.name}")
+            left = after_seconds(Calibration.from_runs(runs + list(after.timed)), after, runs, runs_dir)
+            if distributed.is_main():
+                log_event(runs_dir, "progress", left, f"noise sweep: {d.name}")
+            log(f"{distributed.tag()}[noise sweep {i}/{len(mine)}] {d.name} "
+                f"(ETA {'?' if left is None else clock(left)})")
             evaluate_noise(d, images, conds, device)
     finally:
         torch.set_num_threads(threads)
@@ -170,16 +186,34 @@ def sweep_points(plan: SweepPlan, preset: Preset, data_cfg: DataConfig, device: 
     return points
 
 
+def sweep_runs(points: list[dict[str, Any]]) -> dict[str, RunConfig]:
+    """{folder name under OUT/sweeps: config} of the points that train a run of their own."""
+    return {p["run"].split("/", 1)[1]: p["config"] for p in points if p["run"].startswith("sweeps/")}
+
+
+def analysis_after(preset: Preset, report: bool = True, device: str = "auto") -> After:
+    """What follows an analysis preset's grid, for the grid's ETA: the noise sweep of each grid run, the
+    parameter sweeps' runs (``SWEEP_PLANS``), then the report if ``report``."""
+    plan = SWEEP_PLANS.get(preset.name)
+    runs = sweep_runs(sweep_points(plan, preset, preset.data, device)) if plan else {}
+    return After(report=report, noise_sweep=True, sweeps=tuple((f"sweeps/{n}", c) for n, c in runs.items()))
+
+
 def run_sweeps(plan: SweepPlan, preset: Preset, out: Path, images: np.ndarray, data_cfg: DataConfig,
-               device: torch.device, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train and evaluate the unfinished sweep points into ``out/sweeps``; write ``sweeps.json``."""
+               device: torch.device, progress: bool = True, log: Callable[[str], None] = print,
+               report: bool = True) -> dict[str, Any]:
+    """Train and evaluate the unfinished sweep points into ``out/sweeps``; write ``sweeps.json``.
+
+    Their ETA is calibrated on the grid's finished runs too, and counts the report when ``report``.
+    """
     points = sweep_points(plan, preset, data_cfg, str(device), progress)
     missing = sorted({p["run"] for p in points if "/" not in p["run"] and read_metrics(out / p["run"]) is None})
     if missing:
         raise UserError(f"the sweeps reuse grid runs that are not finished in {out}: {missing[:3]}; "
                         f"run `python -m src reproduce --out {out}` first")
-    configs = {p["run"].split("/", 1)[1]: p["config"] for p in points if p["run"].startswith("sweeps/")}
-    run_configs(configs, out / "sweeps", images, [("clean", 0.0), ("gaussian", preset.noise_sigma)], device, log)
+    grid = tuple((d, RunConfig.from_dict(read_config(d))) for d in finished_runs(out))
+    run_configs(sweep_runs(points), out / "sweeps", images, [("clean", 0.0), ("gaussian", preset.noise_sigma)],
+                device, log, after=After(report=report, timed=grid))
     index = {"plan": asdict(plan), "points": [{k: v for k, v in p.items() if k != "config"} for p in points]}
     if distributed.is_main():
         write_json(out / SWEEPS_JSON, index)
@@ -187,9 +221,11 @@ def run_sweeps(plan: SweepPlan, preset: Preset, out: Path, images: np.ndarray, d
 
 
 def run_analysis(preset: Preset, out: str | Path, data_root: str | None = None, device: str = "auto",
-                 progress: bool = True, log: Callable[[str], None] = print, plan: SweepPlan | None = None) -> None:
+                 progress: bool = True, log: Callable[[str], None] = print, plan: SweepPlan | None = None,
+                 report: bool = True) -> None:
     """After ``run_grid``: the noise sweep of every grid run, then the parameter sweeps
-    (``plan``, default: the preset's entry of ``SWEEP_PLANS``)."""
+    (``plan``, default: the preset's entry of ``SWEEP_PLANS``); ``report``: whether the sweeps' ETA counts
+    a report after them."""
     out = Path(out)
     plan = plan or SWEEP_PLANS.get(preset.name)
     data_cfg = replace(preset.data, root=data_root)  # as run_grid builds it
@@ -200,6 +236,7 @@ def run_analysis(preset: Preset, out: str | Path, data_root: str | None = None, 
     data_cfg = resolved(data_cfg, faces)  # as run_grid stores it, so grid runs match
     with grid_lock(out, grid_id(preset, data_cfg)):
         dev = pick_device(device)
-        noise_sweep(out, dev, log, preset.noise_sigma)
+        noise_sweep(out, dev, log, preset.noise_sigma, analysis_after(preset, report, device) if plan else
+                    After(report=report))
         if plan is not None:
-            run_sweeps(plan, preset, out, faces.images, data_cfg, dev, progress and not distributed.tag(), log)
+            run_sweeps(plan, preset, out, faces.images, data_cfg, dev, progress and not distributed.tag(), log, report)

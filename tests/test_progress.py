@@ -104,6 +104,48 @@ def test_the_eta_is_calibrated_on_the_timed_epochs_and_counts_the_rate_distortio
     assert GridProgress(tmp_path / "fresh", fresh, [Unit(("x",), True, 0.0)]).seconds_left() is None
 
 
+def test_an_analysis_grid_s_eta_counts_its_noise_sweep_its_parameter_sweeps_and_the_report(tmp_path):
+    from dataclasses import replace
+
+    from src.config import PRESETS, DataConfig
+    from src.eta import MODEL_COST, REPORT_S, After
+    from src.experiments import GridProgress, Unit
+    from src.sweeps import analysis_after
+    from src.utils import write_json
+
+    # as above: AE epochs of 2 s and 4 s for the rest of a run, which covers 2 conditions x 30 val + test images
+    configs = {"ae-a": _run(tmp_path, "ae-a", "ae", 0, 2.0, 10.0), "ae-b": _run(tmp_path, "ae-b", "ae", 1, 2.0, 10.0),
+               "ae-c": _run(tmp_path, "ae-c", "ae", 2)}
+    write_json(tmp_path / "ae-b" / "noise_sweep.json", {})  # ae-b's noise sweep is done already
+    units = [Unit(("ae-c",), True, 0.0)]
+    # sweep runs built from the preset, before the data is read: no image count; they train on the grid's 100
+    unresolved = replace(configs["ae-c"], data=DataConfig(image_size=32))
+    sweeps = (("sweeps/ae-x", unresolved), ("sweeps/vae-y", replace(unresolved, model=replace(unresolved.model, name="vae"))),
+              ("sweeps/ae-z", unresolved))
+    _run(tmp_path / "sweeps", "ae-x", "ae", 0, 2.0)  # 3 epochs trained, not evaluated: its 4 s are left
+    _run(tmp_path / "sweeps", "ae-z", "ae", 0, 2.0, 10.0)  # finished: nothing left
+    after = After(report=True, noise_sweep=True, sweeps=sweeps)
+    grid = 3 * 2 + 4  # ae-c: 3 epochs and the rest
+    noise = 2 * 4  # ae-a and ae-c: before any noise sweep is timed, each as long as the rest of its run
+    swept = 4 + (3 * 2 + 4) * MODEL_COST["vae"]  # ae-x's evaluation; vae-y at the AE's borrowed rate x cost
+    assert GridProgress(tmp_path, configs, units, after).seconds_left() == pytest.approx(grid + noise + swept + REPORT_S)
+    # the sweeps' own ETA, before any sweep run is timed: calibrated on the grid's runs given as timed
+    fresh = {"ae-q": _run(tmp_path / "fresh" / "sweeps", "ae-q", "ae", 0)}
+    timed = tuple((tmp_path / n, c) for n, c in configs.items())
+    assert GridProgress(tmp_path / "fresh" / "sweeps", fresh, [Unit(("ae-q",), True, 0.0)],
+                        After(timed=timed)).seconds_left() == pytest.approx(10 + REPORT_S)
+    assert GridProgress(tmp_path / "fresh" / "sweeps", fresh, [Unit(("ae-q",), True, 0.0)], After()).seconds_left() is None
+    # once a noise sweep is timed (its noise_sweep.json records seconds), the others go at its rate per test
+    # image-pixel: ae-a's 3 s over 20 test images stands for ae-c's too
+    write_json(tmp_path / "ae-a" / "noise_sweep.json", {"seconds": 3.0})
+    assert GridProgress(tmp_path, configs, units, after).seconds_left() == pytest.approx(grid + 3 + swept + REPORT_S)
+    # the analysis preset: its noise sweep and 21 sweep runs: 7 sweeps of 4 values with 1 seed, each holding one
+    # grid cell (lambda 1e-5, latent 200, beta 1, 4 channels) that is reused, not trained again
+    a = analysis_after(PRESETS["analysis"])
+    assert a.noise_sweep and a.rd is None and a.report
+    assert len(a.sweeps) == 21 == len({rel for rel, _ in a.sweeps}) and all(r.startswith("sweeps/") for r, _ in a.sweeps)
+
+
 def test_eta_error_at_a_quarter_half_and_three_quarters(tmp_path, capsys):
     from benchmarks.eta_error import errors, main
     from src.eta import read_events
