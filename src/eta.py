@@ -28,7 +28,8 @@ from .config import RDConfig, RunConfig
 from .results import NOISE_JSON, read_history
 
 PROGRESS_LOG = "progress.log"
-REPORT_S = 20.0  # the report after the study (figure data, figures, tables): 17 s for a quick-sized grid on 2 cores
+REPORT_S = 10.0  # the report after the study (figure data, figures, tables), 2-core CPU, 2026-12-01: 6-9 s for the
+# quick preset, 10 s for the analysis preset (benchmarks/RESULTS.md)
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,16 @@ class After:
     An analysis preset's grid is followed by the noise sweep of each of its runs (``noise_sweep``) and by
     the parameter sweeps' runs (``sweeps``: run folder relative to the grid's, config); another preset's by
     the rate-distortion sweep ``rd`` (None: none). The report comes last. ``timed``: finished runs (folder,
-    config) that calibrate the rates besides the grid's own, e.g. the grid's runs for the ETA of the sweeps.
+    config) that calibrate the rates besides the grid's own, e.g. the grid's runs for the ETA of the sweeps;
+    ``log_dir``: the folder whose ``progress.log`` gets the progress lines (None: the grid's own), so that the
+    sweeps' lines join their study's.
     """
     rd: RDConfig | None = None
     report: bool = True
     noise_sweep: bool = False
     sweeps: tuple[tuple[str, RunConfig], ...] = ()
     timed: tuple[tuple[Path, RunConfig], ...] = ()
+    log_dir: Path | None = None
 
 # Relative time per training image of one pixel, at equal image size: the prior between models until
 # both are timed (and the balance of the split among torchrun ranks). benchmarks/RESULTS.md, CPU fit at

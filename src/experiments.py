@@ -292,8 +292,8 @@ def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, co
 
 class GridProgress:
     """"k/n runs done, elapsed, ETA" over the whole grid (every process's runs, read from the run folders);
-    the ETA also counts what follows (``after``: the rate-distortion step, the report). Each line is also
-    appended to ``OUT/progress.log`` (``eta``).
+    the ETA also counts what follows (``after``: the sweeps or the rate-distortion step, the report). Each
+    line is also appended to ``OUT/progress.log`` (``eta``; ``after.log_dir`` instead when given).
 
     The ETA: each unit left costs its slowest run's epochs left (a stack trains its runs together) plus
     each run's evaluation, at the rates ``eta.Calibration`` measures on the grid's run folders (and on
@@ -324,7 +324,7 @@ class GridProgress:
         done = sum((self.out / n / "metrics.json").exists() for n in self.configs)
         left = self.seconds_left()
         if self.write:
-            log_event(self.out, "progress", left, what)
+            log_event(self.after.log_dir if self.after and self.after.log_dir else self.out, "progress", left, what)
         return (f"grid: {done}/{len(self.configs)} runs done, {clock(time.perf_counter() - self.t0)} elapsed, "
                 f"ETA {'?' if left is None else clock(left)}")
 

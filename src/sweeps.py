@@ -191,10 +191,11 @@ def sweep_runs(points: list[dict[str, Any]]) -> dict[str, RunConfig]:
     return {p["run"].split("/", 1)[1]: p["config"] for p in points if p["run"].startswith("sweeps/")}
 
 
-def analysis_after(preset: Preset, report: bool = True, device: str = "auto") -> After:
+def analysis_after(preset: Preset, report: bool = True, device: str = "auto", plan: SweepPlan | None = None) -> After:
     """What follows an analysis preset's grid, for the grid's ETA: the noise sweep of each grid run, the
-    parameter sweeps' runs (``SWEEP_PLANS``), then the report if ``report``."""
-    plan = SWEEP_PLANS.get(preset.name)
+    parameter sweeps' runs (``plan``, default: the preset's entry of ``SWEEP_PLANS``), then the report if
+    ``report``."""
+    plan = plan or SWEEP_PLANS.get(preset.name)
     runs = sweep_runs(sweep_points(plan, preset, preset.data, device)) if plan else {}
     return After(report=report, noise_sweep=True, sweeps=tuple((f"sweeps/{n}", c) for n, c in runs.items()))
 
@@ -204,7 +205,8 @@ def run_sweeps(plan: SweepPlan, preset: Preset, out: Path, images: np.ndarray, d
                report: bool = True) -> dict[str, Any]:
     """Train and evaluate the unfinished sweep points into ``out/sweeps``; write ``sweeps.json``.
 
-    Their ETA is calibrated on the grid's finished runs too, and counts the report when ``report``.
+    Their ETA is calibrated on the grid's finished runs too, counts the report when ``report``, and its lines
+    go to ``out/progress.log`` with the grid's.
     """
     points = sweep_points(plan, preset, data_cfg, str(device), progress)
     missing = sorted({p["run"] for p in points if "/" not in p["run"] and read_metrics(out / p["run"]) is None})
@@ -213,7 +215,7 @@ def run_sweeps(plan: SweepPlan, preset: Preset, out: Path, images: np.ndarray, d
                         f"run `python -m src reproduce --out {out}` first")
     grid = tuple((d, RunConfig.from_dict(read_config(d))) for d in finished_runs(out))
     run_configs(sweep_runs(points), out / "sweeps", images, [("clean", 0.0), ("gaussian", preset.noise_sigma)],
-                device, log, after=After(report=report, timed=grid))
+                device, log, after=After(report=report, timed=grid, log_dir=out))
     index = {"plan": asdict(plan), "points": [{k: v for k, v in p.items() if k != "config"} for p in points]}
     if distributed.is_main():
         write_json(out / SWEEPS_JSON, index)
@@ -236,7 +238,6 @@ def run_analysis(preset: Preset, out: str | Path, data_root: str | None = None, 
     data_cfg = resolved(data_cfg, faces)  # as run_grid stores it, so grid runs match
     with grid_lock(out, grid_id(preset, data_cfg)):
         dev = pick_device(device)
-        noise_sweep(out, dev, log, preset.noise_sigma, analysis_after(preset, report, device) if plan else
-                    After(report=report))
+        noise_sweep(out, dev, log, preset.noise_sigma, analysis_after(preset, report, device, plan))
         if plan is not None:
             run_sweeps(plan, preset, out, faces.images, data_cfg, dev, progress and not distributed.tag(), log, report)

@@ -351,6 +351,24 @@ def test_noise_sweep_stores_every_condition_and_reuses_the_grid_noise(tiny):
         assert sweep["test"]["s&p_0.1"]["mse"] == pytest.approx(float(per["test/s&p_0.1/mse"].mean()), rel=1e-6)
 
 
+def test_the_noise_sweep_and_the_sweeps_log_their_eta_lines_into_the_study_s_progress_log(tiny):
+    from src.eta import REPORT_S, read_events
+
+    root, _, _ = tiny
+    events = read_events(root / "runs")
+    noise = [e for e in events if e["what"].startswith("noise sweep: ")]
+    assert sorted(e["what"] for e in noise) == [f"noise sweep: {n}" for n in
+                                                ("ae-l1-clean-s0", "ae-none-clean-s0", "ae-none-noise0.1-s0")]
+    # the grid's runs are timed before the noise sweep starts: every line has an estimate, which counts the
+    # sweep plan that run_analysis was given (its 2 runs at the AE's rate) and the report
+    assert all(e["eta_s"] is not None and e["eta_s"] > REPORT_S for e in noise)
+    assert all(isinstance(json.loads((root / "runs" / r / "noise_sweep.json").read_text())["seconds"], float)
+               for r in ("ae-l1-clean-s0", "ae-none-clean-s0", "ae-none-noise0.1-s0"))
+    swept = {e["what"] for e in events if e["t"] > noise[-1]["t"]}
+    assert {"ae-l1_0.001-s0", "ae-channels_2-s0"} <= swept  # the sweeps' lines, after the noise sweep's
+    assert not (root / "runs" / "sweeps" / "progress.log").exists()
+
+
 def test_sweep_points_reuse_grid_runs_and_store_their_parameters(tiny):
     root, _, _ = tiny
     index = json.loads((root / "runs" / "sweeps" / "sweeps.json").read_text())
