@@ -218,18 +218,19 @@ def sweeps_seconds(cal: Calibration, sweeps: tuple[tuple[str, RunConfig], ...], 
         if (run_dir / "metrics.json").exists():
             continue
         c = replace(c, data=grid.data)
-        s = run_seconds(cal, c, max(c.train.epochs - _epochs_done(run_dir), 0))
+        s = run_seconds(cal, c, epochs_left(run_dir, c))
         if s is None:
             return None
         total += s
     return total
 
 
-def _epochs_done(run_dir: Path) -> int:
+def epochs_left(run_dir: Path, cfg: RunConfig) -> int:
+    """Epochs a run has still to train: history.csv has a row per epoch done (resuming may redo a few)."""
     try:
-        return len(read_history(run_dir))
+        return max(cfg.train.epochs - len(read_history(run_dir)), 0)
     except (OSError, ValueError):
-        return 0
+        return cfg.train.epochs
 
 
 def rd_seconds(cal: Calibration, rd: RDConfig | None, configs: list[RunConfig], out: Path) -> float | None:
@@ -239,7 +240,7 @@ def rd_seconds(cal: Calibration, rd: RDConfig | None, configs: list[RunConfig], 
         return 0.0
     total = 0.0
     for key, c in rd_trainings(rd, configs).items():
-        s = run_seconds(cal, c, max(c.train.epochs - _epochs_done(out / RD_MODELS / key), 0), evaluate=False)
+        s = run_seconds(cal, c, epochs_left(out / RD_MODELS / key, c), evaluate=False)
         if s is None:
             return None
         total += s

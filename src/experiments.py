@@ -41,9 +41,9 @@ from .pca import baseline_metrics
 from .config import KINDS, MODEL_NAMES, PRESETS, DataConfig, ModelConfig, Preset, RegConfig, RunConfig, config_key
 from .data import SAMPLE_MARKER, FaceSet, load_dataset, resolved, split_indices
 from .distributed import RunLock, grid_lock
-from .eta import After, Calibration, after_seconds, clock, log_event, run_cost, run_seconds
+from .eta import After, Calibration, after_seconds, clock, epochs_left, log_event, run_cost, run_seconds
 from .evaluation import add_diagnostics, drop_last, evaluate_run, needs_diagnostics, summarize
-from .results import BASELINES, SWEEPS_JSON, read_config, read_history, read_metrics, run_data, run_flags
+from .results import BASELINES, SWEEPS_JSON, read_config, read_metrics, run_data, run_flags
 from .runs import TrainingDiverged, is_trained, run_name
 from .stacked import StackUnavailable, default_parallel_runs, fit_stacked, stack_chunks
 from .train import fit, pick_device
@@ -183,14 +183,6 @@ def plan_units(configs: dict[str, RunConfig], out: Path | None, n_images: int, p
                   sum(run_images(configs[n], n_images, left(n)) for n in c)) for c in chunks]
     return units + [Unit((n,), False, run_cost(configs[n], n_images, 0), run_images(configs[n], n_images, 0))
                     for n in todo if n not in untrained]
-
-
-def epochs_left(run_dir: Path, cfg: RunConfig) -> int:
-    """Epochs a run has still to train: history.csv has a row per epoch done (resuming may redo a few)."""
-    try:
-        return max(cfg.train.epochs - len(read_history(run_dir)), 0)
-    except (OSError, ValueError):
-        return cfg.train.epochs
 
 
 def run_configs(configs: dict[str, RunConfig], out: Path, images: np.ndarray, conditions: list[tuple[str, float]],
